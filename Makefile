@@ -1,0 +1,52 @@
+# rampart — the two commands a new user needs:
+#   make run    bootstrap the local PKI (first run) and start the local secure cluster
+#   make test   install what is missing, then fmt + clippy + the whole test suite
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Debian packages a fresh machine may lack: libclang for the rocksdb crate, openssl and
+# etcd (server and etcdctl) for the interoperability tests.
+APT_PACKAGES := clang libclang-dev openssl etcd-client etcd-server
+LOCAL_DIR := .local
+PKI_DIR := $(LOCAL_DIR)/pki
+RAMPART := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/rampart
+
+.PHONY: deps build test run fmt lint clean-local
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" -ne 0 ]; then echo "Error: need root to install:$$missing" >&2; exit 1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+build: deps
+	$(CARGO) build --release --bin rampart
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: deps lint
+	$(CARGO) test --all-targets
+
+run: build
+	@if [ ! -f $(PKI_DIR)/ca.crt ]; then \
+		$(RAMPART) pki init --dir $(PKI_DIR); \
+	fi
+	@$(RAMPART) pki list --dir $(PKI_DIR) -w table
+	@echo
+	@echo "The PKI for the local 3-member cluster is in $(PKI_DIR)."
+	@echo "rampart serve is not built yet: the member (issue 3) and the cluster (issue 4) come next,"
+	@echo "and 'make run' will start them here once they exist."
+
+clean-local:
+	rm -rf $(LOCAL_DIR)
