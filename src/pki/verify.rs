@@ -1,0 +1,220 @@
+//! Does a certificate verify against a PKI, and if not, why not — in plain words.
+//!
+//! The chain, validity and revocation checks use webpki, the verifier rustls runs at every
+//! handshake, so `pki inspect` and `pki list` agree with what a member will do. Each problem is
+//! checked on its own so that an expired *and* revoked certificate reports both.
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde::Serialize;
+use webpki::{EndEntityCert, KeyUsage, RevocationCheckDepth, UnknownStatusPolicy};
+
+use super::certinfo::CertInfo;
+use super::crl::{CrlState, reason_name};
+use super::names::Kind;
+
+/// One reason a certificate would be refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "kebab-case")]
+pub enum Problem {
+    /// Past its notAfter.
+    Expired {
+        /// notAfter, seconds since the epoch.
+        not_after: i64,
+    },
+    /// Before its notBefore.
+    NotYetValid {
+        /// notBefore, seconds since the epoch.
+        not_before: i64,
+    },
+    /// Not signed by this PKI's CA.
+    OtherCa,
+    /// Listed in the CRL.
+    Revoked {
+        /// When, seconds since the epoch.
+        revoked_at: i64,
+        /// Why, if recorded.
+        reason: Option<String>,
+    },
+    /// Lacks an extended key usage its role needs.
+    WrongUsage {
+        /// The usage that is missing.
+        missing: String,
+    },
+    /// Carries no `spiffe://` identity URI SAN.
+    MissingIdentity,
+    /// Names another cluster.
+    OtherCluster {
+        /// The cluster it names.
+        cluster: String,
+    },
+    /// Any other reason webpki gives.
+    Other {
+        /// webpki's description.
+        detail: String,
+    },
+}
+
+impl Problem {
+    /// The problem in plain words, with what to do.
+    pub fn explain(&self) -> String {
+        match self {
+            Problem::Expired { not_after } => format!(
+                "expired on {}; renew it with `rampart pki renew NAME`",
+                super::format_time(*not_after)
+            ),
+            Problem::NotYetValid { not_before } => format!(
+                "not valid until {}; check this machine's clock",
+                super::format_time(*not_before)
+            ),
+            Problem::OtherCa => {
+                "not signed by this cluster's CA (issued by another CA, or altered)".to_owned()
+            }
+            Problem::Revoked { revoked_at, reason } => format!(
+                "revoked on {}{}",
+                super::format_time(*revoked_at),
+                reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            Problem::WrongUsage { missing } => {
+                format!("wrong key usage: the certificate lacks {missing}, which its role needs")
+            }
+            Problem::MissingIdentity => "no rampart identity: it carries no \
+                spiffe://<cluster>/member/<name> or spiffe://<cluster>/user/<name> URI SAN"
+                .to_owned(),
+            Problem::OtherCluster { cluster } => {
+                format!("it names another cluster ({cluster:?})")
+            }
+            Problem::Other { detail } => format!("refused by the TLS verifier: {detail}"),
+        }
+    }
+}
+
+/// Checks `cert` against a CA certificate, its CRL and its cluster name at time `now`.
+/// An empty result means a member would accept it.
+pub fn verify(
+    cert: &CertInfo,
+    ca_der: &CertificateDer<'_>,
+    cluster: &str,
+    crl_der: Option<&[u8]>,
+    crl: Option<&CrlState>,
+    now: i64,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if now > cert.not_after {
+        problems.push(Problem::Expired {
+            not_after: cert.not_after,
+        });
+    }
+    if now < cert.not_before {
+        problems.push(Problem::NotYetValid {
+            not_before: cert.not_before,
+        });
+    }
+    if cert.kind == Some(Kind::Ca) {
+        // A CA is checked for its signature only (self-signed = this CA).
+        if cert.der.as_ref() != ca_der.as_ref() {
+            problems.push(Problem::OtherCa);
+        }
+        return problems;
+    }
+
+    match cert.parsed_identity() {
+        None => problems.push(Problem::MissingIdentity),
+        Some(id) if id.cluster != cluster => problems.push(Problem::OtherCluster {
+            cluster: id.cluster,
+        }),
+        Some(_) => {}
+    }
+    let needs_server = cert.kind == Some(Kind::Member);
+    for (needed, name) in [(needs_server, "serverAuth"), (true, "clientAuth")] {
+        if needed
+            && !cert
+                .extended_key_usage
+                .iter()
+                .any(|u| u == name || u == "any")
+        {
+            problems.push(Problem::WrongUsage {
+                missing: name.to_owned(),
+            });
+        }
+    }
+    if let Some(entry) = crl.and_then(|c| c.revoked.iter().find(|r| r.serial == cert.serial)) {
+        problems.push(Problem::Revoked {
+            revoked_at: entry.revoked_at,
+            reason: entry.reason.map(|r| reason_name(r).to_owned()),
+        });
+    }
+
+    let Ok(anchor) = webpki::anchor_from_trusted_cert(ca_der) else {
+        problems.push(Problem::Other {
+            detail: "the CA certificate cannot be used as a trust anchor".to_owned(),
+        });
+        return problems;
+    };
+    let Ok(end_entity) = EndEntityCert::try_from(&cert.der) else {
+        problems.push(Problem::Other {
+            detail: "the certificate cannot be parsed by the TLS verifier".to_owned(),
+        });
+        return problems;
+    };
+    let anchors = [anchor];
+    // Signature only: at a moment inside its validity, any usage, no revocation.
+    let inside_validity = cert.not_before.max(0) as u64 + 1;
+    let signature = end_entity.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &[],
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(inside_validity)),
+        KeyUsage::client_auth(),
+        None,
+        None,
+    );
+    if let Err(e) = signature {
+        match e {
+            webpki::Error::UnknownIssuer
+            | webpki::Error::InvalidSignatureForPublicKey
+            | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+                problems.push(Problem::OtherCa)
+            }
+            // Usage is reported by our own check above.
+            webpki::Error::RequiredEkuNotFoundContext(_) => {}
+            other => problems.push(Problem::Other {
+                detail: format!("{other:?}"),
+            }),
+        }
+        return problems;
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+
+    // Everything at once, exactly as a handshake at `now` would check it.
+    let parsed_crl = crl_der.and_then(|der| webpki::OwnedCertRevocationList::from_der(der).ok());
+    let crls: Vec<webpki::CertRevocationList<'_>> =
+        parsed_crl.into_iter().map(Into::into).collect();
+    let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+    let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
+        .ok()
+        .map(|b| {
+            b.with_depth(RevocationCheckDepth::EndEntity)
+                .with_status_policy(UnknownStatusPolicy::Deny)
+                .build()
+        });
+    let full = end_entity.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &[],
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0) as u64)),
+        KeyUsage::client_auth(),
+        revocation,
+        None,
+    );
+    if let Err(e) = full {
+        problems.push(Problem::Other {
+            detail: format!("{e:?}"),
+        });
+    }
+    problems
+}
