@@ -703,3 +703,397 @@ pub fn current_certificates(layout: &PkiLayout) -> Result<Vec<CertInfo>, PkiErro
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::files::failpoint;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn options(dir: &Path) -> InitOptions {
+        InitOptions {
+            dir: dir.to_owned(),
+            cluster: "prod".into(),
+            members: local_members().unwrap(),
+            clients: vec!["root".into(), "alice".into()],
+            validity_days: None,
+            ca_validity_days: None,
+            force: false,
+        }
+    }
+
+    /// Every file under `dir` with its contents, to prove nothing changed.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for entry in fs::read_dir(&d).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.insert(path.clone(), fs::read(&path).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn init_writes_the_whole_layout_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let report = init(&options(&dir)).unwrap();
+        assert_eq!(report.certificates.len(), 1 + 3 + 2);
+        let layout = PkiLayout::new(&dir);
+        for path in [
+            layout.root().to_owned(),
+            layout.kind_dir(Kind::Member),
+            layout.kind_dir(Kind::Client),
+        ] {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+        }
+        assert_eq!(mode(&layout.ca_key()), 0o600);
+        for name in ["rampart-0", "rampart-1", "rampart-2"] {
+            assert_eq!(mode(&layout.key(Kind::Member, name)), 0o600);
+            assert!(layout.cert(Kind::Member, name).exists());
+        }
+        assert_eq!(mode(&layout.key(Kind::Client, "alice")), 0o600);
+        assert!(layout.crl().exists());
+        // No staging directory is left beside it.
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn certificates_follow_the_identity_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let report = init(&options(&dir)).unwrap();
+        let now = crate::pki::now_unix();
+        let ca = &report.certificates[0];
+        assert!(ca.is_ca);
+        assert_eq!(ca.kind, Some(Kind::Ca));
+        assert_eq!(ca.cluster.as_deref(), Some("prod"));
+        assert!((ca.not_after - now - 3650 * 86_400).abs() < 60);
+
+        let (_, parsed) = x509_parser::parse_x509_certificate(ca.der.as_ref()).unwrap();
+        let bc = parsed.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(0));
+        let ku = parsed.key_usage().unwrap().unwrap().value;
+        assert!(ku.key_cert_sign() && ku.crl_sign());
+
+        let member = report
+            .certificates
+            .iter()
+            .find(|c| c.common_name == "rampart-1")
+            .unwrap();
+        assert_eq!(member.kind, Some(Kind::Member));
+        assert_eq!(
+            member.identity.as_deref(),
+            Some("spiffe://prod/member/rampart-1")
+        );
+        assert_eq!(member.extended_key_usage, vec!["serverAuth", "clientAuth"]);
+        assert!(member.sans.contains(&San::Ip([127, 0, 0, 1].into())));
+        assert!(member.sans.contains(&San::Dns("localhost".into())));
+        assert_eq!(member.key_algorithm, "ECDSA P-256");
+        assert_eq!(member.serial.len(), 32, "128-bit serial");
+        assert!((member.not_after - now - 365 * 86_400).abs() < 60);
+
+        let client = report
+            .certificates
+            .iter()
+            .find(|c| c.common_name == "alice")
+            .unwrap();
+        assert_eq!(client.identity.as_deref(), Some("spiffe://prod/user/alice"));
+        assert_eq!(client.extended_key_usage, vec!["clientAuth"]);
+        assert!(client.sans.is_empty());
+
+        let serials: std::collections::BTreeSet<_> =
+            report.certificates.iter().map(|c| &c.serial).collect();
+        assert_eq!(
+            serials.len(),
+            report.certificates.len(),
+            "serials are unique"
+        );
+
+        let (cluster, ca_der) = read_ca_cert(&PkiLayout::new(&dir)).unwrap();
+        for cert in &report.certificates {
+            assert!(crate::pki::verify(cert, &ca_der, &cluster, None, None, now).is_empty());
+        }
+    }
+
+    #[test]
+    fn init_refuses_an_existing_pki_and_force_moves_it_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        let before = snapshot(&dir);
+        let err = init(&options(&dir)).unwrap_err();
+        assert!(matches!(err, PkiError::AlreadyExists { .. }), "{err}");
+        assert!(err.to_string().contains("--force"));
+        assert_eq!(snapshot(&dir), before);
+
+        let report = init(&InitOptions {
+            force: true,
+            ..options(&dir)
+        })
+        .unwrap();
+        let aside = report.moved_aside.expect("the old PKI is kept");
+        let old_ca_key = fs::read(PkiLayout::new(&aside).ca_key()).unwrap();
+        assert_eq!(old_ca_key, before[&PkiLayout::new(&dir).ca_key()]);
+        assert_ne!(fs::read(PkiLayout::new(&dir).ca_key()).unwrap(), old_ca_key);
+    }
+
+    #[test]
+    fn init_interrupted_half_way_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        failpoint::fail_after(5);
+        let err = init(&options(&dir)).unwrap_err();
+        failpoint::clear();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert!(!dir.exists());
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "staging removed"
+        );
+    }
+
+    #[test]
+    fn duplicate_and_invalid_names_are_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let mut opts = options(&dir);
+        opts.clients = vec!["root".into(), "root".into()];
+        assert!(init(&opts).unwrap_err().to_string().contains("given twice"));
+        opts.clients = vec!["../evil".into()];
+        assert!(matches!(
+            init(&opts).unwrap_err(),
+            PkiError::InvalidName { .. }
+        ));
+        opts.clients = vec![];
+        opts.cluster = "Prod".into();
+        assert!(matches!(
+            init(&opts).unwrap_err(),
+            PkiError::InvalidName { .. }
+        ));
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn issue_adds_and_refuses_to_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        let ca = Authority::open(&dir).unwrap();
+        let spec = LeafSpec {
+            kind: Kind::Member,
+            name: "db-4".into(),
+            sans: vec![San::parse("db-4.example.com").unwrap()],
+            validity_days: Some(30),
+        };
+        let info = ca.add(&spec).unwrap();
+        assert_eq!(info.identity.as_deref(), Some("spiffe://prod/member/db-4"));
+        assert!((info.not_after - crate::pki::now_unix() - 30 * 86_400).abs() < 60);
+        assert!(ca.layout().issued(&info.serial).exists());
+        assert!(matches!(
+            ca.add(&spec).unwrap_err(),
+            PkiError::EntityExists { .. }
+        ));
+        let client_with_sans = LeafSpec {
+            kind: Kind::Client,
+            name: "bob".into(),
+            sans: vec![San::parse("bob.example.com").unwrap()],
+            validity_days: None,
+        };
+        assert!(matches!(
+            ca.add(&client_with_sans).unwrap_err(),
+            PkiError::Usage(_)
+        ));
+    }
+
+    #[test]
+    fn renew_keeps_identity_and_sans_with_a_new_key_and_serial() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        let ca = Authority::open(&dir).unwrap();
+        let layout = ca.layout().clone();
+        let old = ca.find("rampart-1").unwrap();
+        let old_key = fs::read(layout.key(Kind::Member, "rampart-1")).unwrap();
+        let new = ca.renew("member/rampart-1", None).unwrap();
+        assert_eq!(new.identity, old.identity);
+        assert_eq!(new.sans, old.sans);
+        assert_ne!(new.serial, old.serial);
+        assert_ne!(
+            fs::read(layout.key(Kind::Member, "rampart-1")).unwrap(),
+            old_key
+        );
+        // The old certificate stays in the archive and is not revoked.
+        assert!(layout.issued(&old.serial).exists());
+        assert!(!ca.crl().unwrap().is_revoked(&old.serial));
+    }
+
+    #[test]
+    fn renew_interrupted_half_way_keeps_the_old_pair() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        let ca = Authority::open(&dir).unwrap();
+        let before = snapshot(&dir.join("members"));
+        // Archive copy and staged key succeed; the staged certificate fails.
+        failpoint::fail_after(2);
+        assert!(ca.renew("rampart-0", None).is_err());
+        failpoint::clear();
+        Authority::open(&dir).unwrap(); // runs recovery
+        assert_eq!(snapshot(&dir.join("members")), before);
+    }
+
+    #[test]
+    fn revoke_grows_the_crl_and_bumps_its_number() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        let ca = Authority::open(&dir).unwrap();
+        assert_eq!(ca.crl().unwrap().number, 1);
+        let (cert, entry, already) = ca
+            .revoke("alice", Some(rcgen::RevocationReason::KeyCompromise))
+            .unwrap();
+        assert!(!already);
+        assert_eq!(entry.serial, cert.serial);
+        let crl = ca.crl().unwrap();
+        assert_eq!((crl.number, crl.revoked.len()), (2, 1));
+        assert_eq!(crl.revoked[0].reason, Some(1));
+
+        // By serial, with separators and upper case, as people paste them.
+        let root = ca.find("root").unwrap();
+        let pasted: String = root
+            .serial
+            .to_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        ca.revoke(&pasted, None).unwrap();
+        let crl = ca.crl().unwrap();
+        assert_eq!((crl.number, crl.revoked.len()), (3, 2));
+        assert!(crl.is_revoked(&root.serial) && crl.is_revoked(&cert.serial));
+
+        // Again: nothing changes.
+        let before = fs::read(ca.layout().crl()).unwrap();
+        assert!(ca.revoke("alice", None).unwrap().2);
+        assert_eq!(fs::read(ca.layout().crl()).unwrap(), before);
+
+        // A renewed-away certificate can still be revoked by its serial.
+        let old = ca.find("rampart-2").unwrap();
+        ca.renew("rampart-2", None).unwrap();
+        ca.revoke(&old.serial, None).unwrap();
+        assert!(ca.crl().unwrap().is_revoked(&old.serial));
+        assert!(
+            !ca.crl()
+                .unwrap()
+                .is_revoked(&ca.find("rampart-2").unwrap().serial)
+        );
+
+        assert!(matches!(
+            ca.revoke("nobody", None).unwrap_err(),
+            PkiError::UnknownEntity(_)
+        ));
+        assert!(matches!(
+            ca.revoke("ffff", None).unwrap_err(),
+            PkiError::UnknownEntity(_)
+        ));
+    }
+
+    #[test]
+    fn revoke_interrupted_leaves_the_crl_intact() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        let ca = Authority::open(&dir).unwrap();
+        let before = fs::read(ca.layout().crl()).unwrap();
+        failpoint::fail_after(0);
+        assert!(ca.revoke("alice", None).is_err());
+        failpoint::clear();
+        assert_eq!(fs::read(ca.layout().crl()).unwrap(), before);
+        assert_eq!(
+            fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_loose_or_foreign_or_corrupt_ca_key_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let other = tmp.path().join("other");
+        init(&options(&dir)).unwrap();
+        init(&options(&other)).unwrap();
+        let layout = PkiLayout::new(&dir);
+
+        fs::set_permissions(layout.ca_key(), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Authority::open(&dir).unwrap_err();
+        assert!(
+            matches!(err, PkiError::KeyPermissions { mode: 0o644, .. }),
+            "{err}"
+        );
+        fs::set_permissions(layout.ca_key(), fs::Permissions::from_mode(0o600)).unwrap();
+
+        let own = fs::read(layout.ca_key()).unwrap();
+        fs::write(
+            layout.ca_key(),
+            fs::read(PkiLayout::new(&other).ca_key()).unwrap(),
+        )
+        .unwrap();
+        let err = Authority::open(&dir).unwrap_err().to_string();
+        assert!(err.contains("does not belong to ca.crt"), "{err}");
+
+        fs::write(
+            layout.ca_key(),
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = Authority::open(&dir).unwrap_err().to_string();
+        assert!(err.contains("not a usable private key"), "{err}");
+        fs::write(layout.ca_key(), own).unwrap();
+        Authority::open(&dir).unwrap();
+    }
+
+    #[test]
+    fn kubernetes_members_answer_to_every_statefulset_name() {
+        let members = kubernetes_members("etcd", "etcd-headless", "db", 3, None).unwrap();
+        assert_eq!(members.len(), 3);
+        let (name, sans) = &members[2];
+        assert_eq!(name, "etcd-2");
+        for expected in [
+            "etcd-2",
+            "etcd-2.etcd-headless",
+            "etcd-2.etcd-headless.db",
+            "etcd-2.etcd-headless.db.svc",
+            "etcd-2.etcd-headless.db.svc.cluster.local",
+            "etcd-headless.db.svc.cluster.local",
+        ] {
+            assert!(sans.contains(&San::Dns(expected.into())), "{expected}");
+        }
+        let custom = kubernetes_members("r", "r", "ns", 1, Some("corp.internal")).unwrap();
+        assert!(
+            custom[0]
+                .1
+                .contains(&San::Dns("r-0.r.ns.svc.corp.internal".into()))
+        );
+        assert!(kubernetes_members("R", "r", "ns", 1, None).is_err());
+        assert!(kubernetes_members("r", "r", "ns", 0, None).is_err());
+    }
+}

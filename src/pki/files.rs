@@ -31,6 +31,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiEr
 
 /// Creates `path` (which must not exist), writes and fsyncs it.
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    #[cfg(test)]
+    failpoint::check(path)?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -170,6 +172,48 @@ fn remove_if_exists(path: &Path) -> Result<(), PkiError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(PkiError::io("removing", path, e)),
+    }
+}
+
+/// Test-only fault injection: make the Nth next file creation on this thread fail, to prove
+/// that an operation interrupted half way leaves the previous state intact.
+#[cfg(test)]
+pub(crate) mod failpoint {
+    use std::cell::Cell;
+    use std::path::Path;
+
+    use super::PkiError;
+
+    thread_local! {
+        static WRITES_LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// Lets `n` more file creations succeed, then fails the next one.
+    pub(crate) fn fail_after(n: usize) {
+        WRITES_LEFT.with(|w| w.set(Some(n)));
+    }
+
+    /// Disarms the failpoint.
+    pub(crate) fn clear() {
+        WRITES_LEFT.with(|w| w.set(None));
+    }
+
+    pub(super) fn check(path: &Path) -> Result<(), PkiError> {
+        WRITES_LEFT.with(|w| match w.get() {
+            Some(0) => {
+                w.set(None);
+                Err(PkiError::io(
+                    "creating",
+                    path,
+                    std::io::Error::other("injected failure"),
+                ))
+            }
+            Some(n) => {
+                w.set(Some(n - 1));
+                Ok(())
+            }
+            None => Ok(()),
+        })
     }
 }
 

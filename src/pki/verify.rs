@@ -218,3 +218,147 @@ pub fn verify(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{InitOptions, PkiLayout, files, init, local_members, read_ca_cert};
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+    use std::path::Path;
+
+    fn pki(
+        dir: &Path,
+        cluster: &str,
+    ) -> (String, CertificateDer<'static>, Issuer<'static, KeyPair>) {
+        init(&InitOptions {
+            dir: dir.to_owned(),
+            cluster: cluster.into(),
+            members: local_members().unwrap(),
+            clients: vec!["root".into()],
+            validity_days: None,
+            ca_validity_days: None,
+            force: false,
+        })
+        .unwrap();
+        let layout = PkiLayout::new(dir);
+        let (cluster, ca_der) = read_ca_cert(&layout).unwrap();
+        let key_pem = String::from_utf8(files::read(&layout.ca_key()).unwrap()).unwrap();
+        let issuer =
+            Issuer::from_ca_cert_der(&ca_der, KeyPair::from_pem(&key_pem).unwrap()).unwrap();
+        (cluster, ca_der, issuer)
+    }
+
+    /// A certificate shaped by `tweak`, signed by `issuer`.
+    fn leaf(issuer: &Issuer<'_, KeyPair>, tweak: impl FnOnce(&mut CertificateParams)) -> CertInfo {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "x");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.subject_alt_names = vec![SanType::URI("spiffe://prod/user/x".try_into().unwrap())];
+        tweak(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        CertInfo::from_der(cert.der().clone(), Path::new("test")).unwrap()
+    }
+
+    #[test]
+    fn each_reason_a_certificate_is_refused_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cluster, ca_der, issuer) = pki(&tmp.path().join("a"), "prod");
+        let (_, _, other_issuer) = pki(&tmp.path().join("b"), "prod");
+        let now = crate::pki::now_unix();
+        let check = |info: &CertInfo| verify(info, &ca_der, &cluster, None, None, now);
+
+        assert_eq!(check(&leaf(&issuer, |_| {})), vec![]);
+
+        let expired = leaf(&issuer, |p| {
+            p.not_after = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        });
+        assert!(matches!(
+            check(&expired).as_slice(),
+            [Problem::Expired { .. }]
+        ));
+
+        assert_eq!(check(&leaf(&other_issuer, |_| {})), vec![Problem::OtherCa]);
+
+        let server_only = leaf(&issuer, |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        });
+        assert_eq!(
+            check(&server_only),
+            vec![Problem::WrongUsage {
+                missing: "clientAuth".into()
+            }]
+        );
+
+        let member_without_server_auth = leaf(&issuer, |p| {
+            p.subject_alt_names = vec![SanType::URI("spiffe://prod/member/m".try_into().unwrap())];
+        });
+        assert_eq!(
+            check(&member_without_server_auth),
+            vec![Problem::WrongUsage {
+                missing: "serverAuth".into()
+            }]
+        );
+
+        let anonymous = leaf(&issuer, |p| p.subject_alt_names.clear());
+        assert_eq!(check(&anonymous), vec![Problem::MissingIdentity]);
+
+        let foreign = leaf(&issuer, |p| {
+            p.subject_alt_names = vec![SanType::URI("spiffe://staging/user/x".try_into().unwrap())];
+        });
+        assert_eq!(
+            check(&foreign),
+            vec![Problem::OtherCluster {
+                cluster: "staging".into()
+            }]
+        );
+
+        // Several at once are all reported.
+        let expired_foreign = leaf(&other_issuer, |p| {
+            p.not_after = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        });
+        let problems = check(&expired_foreign);
+        assert!(problems.contains(&Problem::OtherCa), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| matches!(p, Problem::Expired { .. })),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_refused_by_the_crl_as_a_handshake_would() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a");
+        let (cluster, ca_der, _) = pki(&dir, "prod");
+        let ca = crate::pki::Authority::open(&dir).unwrap();
+        let root = ca.find("root").unwrap();
+        ca.revoke("root", None).unwrap();
+        let crl_pem = files::read(&ca.layout().crl()).unwrap();
+        let crl_der = <rustls_pki_types::CertificateRevocationListDer<'static> as rustls_pki_types::pem::PemObject>::from_pem_slice(&crl_pem).unwrap();
+        let state = ca.crl().unwrap();
+        let now = crate::pki::now_unix();
+        let problems = verify(
+            &root,
+            &ca_der,
+            &cluster,
+            Some(crl_der.as_ref()),
+            Some(&state),
+            now,
+        );
+        assert!(
+            matches!(problems.as_slice(), [Problem::Revoked { .. }]),
+            "{problems:?}"
+        );
+        // webpki alone (no parsed state) reaches the same verdict.
+        let problems = verify(&root, &ca_der, &cluster, Some(crl_der.as_ref()), None, now);
+        assert!(
+            matches!(problems.as_slice(), [Problem::Other { detail }] if detail.contains("Revoked")),
+            "{problems:?}"
+        );
+    }
+}
