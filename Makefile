@@ -36,7 +36,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: deps lint
-	$(CARGO) test --all-targets
+	RAMPART_REQUIRE_INTEROP=1 $(CARGO) test --all-targets
 
 run: build
 	@if [ ! -f $(PKI_DIR)/ca.crt ]; then \

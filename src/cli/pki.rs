@@ -460,7 +460,7 @@ fn status_of(info: &CertInfo, problems: &[Problem], expiring_days: u32, now: i64
         "not-yet-valid"
     } else if !problems.is_empty() {
         "invalid"
-    } else if info.days_left(now) < i64::from(expiring_days) {
+    } else if info.days_left(now) <= i64::from(expiring_days) {
         "expiring"
     } else {
         "valid"

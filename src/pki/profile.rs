@@ -111,7 +111,7 @@ pub struct CrlProfile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusProfile {
-    /// Fewer days left than this is "expiring".
+    /// At most this many days left is "expiring".
     pub expiring_within_days: u32,
 }
 

@@ -1,0 +1,7 @@
+//! Integration tests: the real `rampart` binary, real TLS stacks (OpenSSL, Go's via etcd),
+//! with PKIs minted at test time. One binary, one harness.
+
+mod harness;
+mod interop_etcd;
+mod interop_openssl;
+mod pki_cli;
