@@ -45,8 +45,8 @@ run: build
 	@$(RAMPART) pki list --dir $(PKI_DIR) -w table
 	@echo
 	@echo "The PKI for the local 3-member cluster is in $(PKI_DIR)."
-	@echo "rampart serve is not built yet: the member (issue 3) and the cluster (issue 4) come next,"
-	@echo "and 'make run' will start them here once they exist."
+	@echo "rampart serve does not exist yet: the member and the cluster come next,"
+	@echo "and 'make run' will start the local cluster here once they do."
 
 clean-local:
 	rm -rf $(LOCAL_DIR)
