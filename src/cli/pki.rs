@@ -10,6 +10,7 @@ use super::output::{OutputFormat, table};
 use super::{CliError, exit};
 use crate::pki::{
     self, Authority, CertInfo, InitOptions, Kind, LeafSpec, PkiError, PkiLayout, Problem, San,
+    Trust,
 };
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +37,16 @@ pub(crate) struct DirArg {
     /// The PKI directory.
     #[arg(long, env = "RAMPART_PKI_DIR")]
     dir: PathBuf,
+}
+
+/// Where a leaf certificate is issued and for how long.
+#[derive(Debug, Args)]
+pub(crate) struct LeafArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Lifetime (e.g. 365d, 2y).
+    #[arg(long, value_parser = parse_days)]
+    validity: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -98,10 +109,7 @@ pub(crate) struct IssueMemberArgs {
     #[arg(long = "ip")]
     ips: Vec<String>,
     #[command(flatten)]
-    dir: DirArg,
-    /// Lifetime (e.g. 365d, 2y).
-    #[arg(long, value_parser = parse_days)]
-    validity: Option<u32>,
+    leaf: LeafArgs,
 }
 
 #[derive(Debug, Args)]
@@ -109,10 +117,7 @@ pub(crate) struct IssueClientArgs {
     /// User name (etcd's user; `root` may do everything).
     name: String,
     #[command(flatten)]
-    dir: DirArg,
-    /// Lifetime (e.g. 365d, 2y).
-    #[arg(long, value_parser = parse_days)]
-    validity: Option<u32>,
+    leaf: LeafArgs,
 }
 
 #[derive(Debug, Args)]
@@ -141,10 +146,7 @@ pub(crate) struct RenewArgs {
     /// NAME, member/NAME or client/NAME.
     name: String,
     #[command(flatten)]
-    dir: DirArg,
-    /// Lifetime (e.g. 365d, 2y).
-    #[arg(long, value_parser = parse_days)]
-    validity: Option<u32>,
+    leaf: LeafArgs,
 }
 
 #[derive(Debug, Args)]
@@ -201,29 +203,17 @@ pub(crate) fn run(cmd: PkiCommand, format: OutputFormat) -> Result<(), CliError>
                 pki::validate_name("member", &args.name)?;
                 sans = pki::default_member_sans(&args.name)?;
             }
-            issue(
-                &args.dir.dir,
-                Kind::Member,
-                args.name,
-                sans,
-                args.validity,
-                format,
-            )
+            issue(&args.leaf, Kind::Member, args.name, sans, format)
         }
-        PkiCommand::Issue(IssueCommand::Client(args)) => issue(
-            &args.dir.dir,
-            Kind::Client,
-            args.name,
-            vec![],
-            args.validity,
-            format,
-        ),
+        PkiCommand::Issue(IssueCommand::Client(args)) => {
+            issue(&args.leaf, Kind::Client, args.name, vec![], format)
+        }
         PkiCommand::List(args) => list(&args.dir, format),
         PkiCommand::Inspect(args) => inspect(&args.file, args.dir.as_deref(), format),
         PkiCommand::Revoke(args) => revoke(args, format),
         PkiCommand::Renew(args) => {
-            let authority = Authority::open(&args.dir.dir)?;
-            let info = authority.renew(&args.name, args.validity)?;
+            let authority = Authority::open(&args.leaf.dir.dir)?;
+            let info = authority.renew(&args.name, args.leaf.validity)?;
             print_issued("Renewed", &info, authority.layout(), format)
         }
         PkiCommand::Bundle(args) => bundle(args),
@@ -348,19 +338,18 @@ fn parse_member(text: &str) -> Result<(String, Vec<San>), PkiError> {
 }
 
 fn issue(
-    dir: &Path,
+    leaf: &LeafArgs,
     kind: Kind,
     name: String,
     sans: Vec<San>,
-    validity_days: Option<u32>,
     format: OutputFormat,
 ) -> Result<(), CliError> {
-    let authority = Authority::open(dir)?;
+    let authority = Authority::open(&leaf.dir.dir)?;
     let info = authority.add(&LeafSpec {
         kind,
         name,
         sans,
-        validity_days,
+        validity_days: leaf.validity,
     })?;
     print_issued("Issued", &info, authority.layout(), format)
 }
@@ -469,24 +458,16 @@ fn status_of(info: &CertInfo, problems: &[Problem], expiring_days: u32, now: i64
 
 fn list(dir: &Path, format: OutputFormat) -> Result<(), CliError> {
     let layout = PkiLayout::new(dir);
-    let (cluster, ca_der) = pki::read_ca_cert(&layout)?;
-    let crl_bytes = pki::files::read(&layout.crl())?;
-    let crl_der = rustls_pki_types::pem::PemObject::from_pem_slice(&crl_bytes)
-        .map(|d: rustls_pki_types::CertificateRevocationListDer<'static>| d.as_ref().to_vec())
-        .map_err(|e| PkiError::Malformed {
-            path: layout.crl(),
-            reason: format!("no PEM CRL ({e})"),
-        })?;
-    let crl = pki::read_crl(&layout.crl(), ca_der.as_ref())?;
+    let trust = Trust::load(&layout)?;
     let expiring = pki::profiles()?.status.expiring_within_days;
     let now = pki::now_unix();
 
-    let mut certs = vec![CertInfo::from_der(ca_der.clone(), &layout.ca_cert())?];
+    let mut certs = vec![CertInfo::from_der(trust.ca_der.clone(), &layout.ca_cert())?];
     certs.extend(pki::current_certificates(&layout)?);
     let rows: Vec<CertRow> = certs
         .iter()
         .map(|c| {
-            let problems = pki::verify(c, &ca_der, &cluster, Some(&crl_der), Some(&crl), now);
+            let problems = pki::verify(c, &trust, now);
             let status = status_of(c, &problems, expiring, now);
             CertRow::new(
                 c,
@@ -502,7 +483,7 @@ fn list(dir: &Path, format: OutputFormat) -> Result<(), CliError> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&ListJson {
-                    cluster: &cluster,
+                    cluster: &trust.cluster,
                     dir,
                     certificates: rows
                 })?
@@ -574,28 +555,7 @@ fn inspect(file: &Path, dir: Option<&Path>, format: OutputFormat) -> Result<(), 
     let now = pki::now_unix();
     let problems = match dir {
         None => None,
-        Some(dir) => {
-            let layout = PkiLayout::new(dir);
-            let (cluster, ca_der) = pki::read_ca_cert(&layout)?;
-            let crl_bytes = pki::files::read(&layout.crl())?;
-            let crl_der: Option<Vec<u8>> =
-                rustls_pki_types::pem::PemObject::from_pem_slice(&crl_bytes)
-                    .ok()
-                    .map(
-                        |d: rustls_pki_types::CertificateRevocationListDer<'static>| {
-                            d.as_ref().to_vec()
-                        },
-                    );
-            let crl = pki::read_crl(&layout.crl(), ca_der.as_ref())?;
-            Some(pki::verify(
-                &info,
-                &ca_der,
-                &cluster,
-                crl_der.as_deref(),
-                Some(&crl),
-                now,
-            ))
-        }
+        Some(dir) => Some(pki::verify(&info, &Trust::load(&PkiLayout::new(dir))?, now)),
     };
 
     if format == OutputFormat::Json {

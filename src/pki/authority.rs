@@ -343,15 +343,7 @@ fn issue_leaf(
         kind: spec.kind,
         name: spec.name.clone(),
     };
-    let now = OffsetDateTime::now_utc();
-    let mut params = CertificateParams::default();
-    params.not_before = now - BACKDATE;
-    params.not_after = now + Duration::days(i64::from(days));
-    params.serial_number = Some(random_serial());
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, spec.name.as_str());
+    let mut params = base_params(&spec.name, days);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = key_usage.iter().map(|k| k.rcgen()).collect();
     params.extended_key_usages = eku.iter().map(|k| k.rcgen()).collect();
@@ -396,15 +388,7 @@ fn ca_params(cluster: &str, validity_days: Option<u32>) -> Result<CertificatePar
         ));
     }
     let vars = [("cluster", cluster)];
-    let now = OffsetDateTime::now_utc();
-    let mut params = CertificateParams::default();
-    params.not_before = now - BACKDATE;
-    params.not_after = now + Duration::days(i64::from(days));
-    params.serial_number = Some(random_serial());
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, render(&p.common_name, &vars));
+    let mut params = base_params(&render(&p.common_name, &vars), days);
     params
         .distinguished_name
         .push(DnType::OrganizationName, p.organization.as_str());
@@ -416,6 +400,21 @@ fn ca_params(cluster: &str, validity_days: Option<u32>) -> Result<CertificatePar
             .map_err(PkiError::generate("encode the CA's trust domain"))?,
     ));
     Ok(params)
+}
+
+/// Parameters every certificate shares: CN, a fresh random serial, and a validity of `days`
+/// starting [`BACKDATE`] ago. (rcgen's defaults — a fixed CN, 1975–4096 — are never used.)
+fn base_params(common_name: &str, days: u32) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + Duration::days(i64::from(days));
+    params.serial_number = Some(random_serial());
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
 }
 
 fn generate_key(algorithm: Algorithm) -> Result<KeyPair, PkiError> {
@@ -723,6 +722,15 @@ mod tests {
         }
     }
 
+    /// A new PKI in a temporary directory, opened.
+    fn fresh() -> (tempfile::TempDir, PathBuf, Authority) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        let ca = Authority::open(&dir).unwrap();
+        (tmp, dir, ca)
+    }
+
     /// Every file under `dir` with its contents, to prove nothing changed.
     fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         let mut out = BTreeMap::new();
@@ -822,9 +830,9 @@ mod tests {
             "serials are unique"
         );
 
-        let (cluster, ca_der) = read_ca_cert(&PkiLayout::new(&dir)).unwrap();
+        let trust = crate::pki::Trust::load(&PkiLayout::new(&dir)).unwrap();
         for cert in &report.certificates {
-            assert!(crate::pki::verify(cert, &ca_der, &cluster, None, None, now).is_empty());
+            assert!(crate::pki::verify(cert, &trust, now).is_empty());
         }
     }
 
@@ -889,10 +897,7 @@ mod tests {
 
     #[test]
     fn issue_adds_and_refuses_to_overwrite() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("pki");
-        init(&options(&dir)).unwrap();
-        let ca = Authority::open(&dir).unwrap();
+        let (_tmp, _dir, ca) = fresh();
         let spec = LeafSpec {
             kind: Kind::Member,
             name: "db-4".into(),
@@ -921,10 +926,7 @@ mod tests {
 
     #[test]
     fn renew_keeps_identity_and_sans_with_a_new_key_and_serial() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("pki");
-        init(&options(&dir)).unwrap();
-        let ca = Authority::open(&dir).unwrap();
+        let (_tmp, _dir, ca) = fresh();
         let layout = ca.layout().clone();
         let old = ca.find("rampart-1").unwrap();
         let old_key = fs::read(layout.key(Kind::Member, "rampart-1")).unwrap();
@@ -943,10 +945,7 @@ mod tests {
 
     #[test]
     fn renew_interrupted_half_way_keeps_the_old_pair() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("pki");
-        init(&options(&dir)).unwrap();
-        let ca = Authority::open(&dir).unwrap();
+        let (_tmp, dir, ca) = fresh();
         let before = snapshot(&dir.join("members"));
         // Archive copy and staged key succeed; the staged certificate fails.
         failpoint::fail_after(2);
@@ -958,10 +957,7 @@ mod tests {
 
     #[test]
     fn revoke_grows_the_crl_and_bumps_its_number() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("pki");
-        init(&options(&dir)).unwrap();
-        let ca = Authority::open(&dir).unwrap();
+        let (_tmp, _dir, ca) = fresh();
         assert_eq!(ca.crl().unwrap().number, 1);
         let (cert, entry, already) = ca
             .revoke("alice", Some(rcgen::RevocationReason::KeyCompromise))
@@ -1015,10 +1011,7 @@ mod tests {
 
     #[test]
     fn revoke_interrupted_leaves_the_crl_intact() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("pki");
-        init(&options(&dir)).unwrap();
-        let ca = Authority::open(&dir).unwrap();
+        let (_tmp, dir, ca) = fresh();
         let before = fs::read(ca.layout().crl()).unwrap();
         failpoint::fail_after(0);
         assert!(ca.revoke("alice", None).is_err());

@@ -30,7 +30,7 @@ pub use error::PkiError;
 pub use layout::PkiLayout;
 pub use names::{Identity, Kind, San, parse_trust_domain, validate_name};
 pub use profile::{Profiles, profiles};
-pub use verify::{Problem, verify};
+pub use verify::{Problem, Trust, verify};
 
 /// Formats seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_time(unix: i64) -> String {

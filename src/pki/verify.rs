@@ -8,9 +8,42 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 use webpki::{EndEntityCert, KeyUsage, RevocationCheckDepth, UnknownStatusPolicy};
 
+use super::PkiError;
 use super::certinfo::CertInfo;
 use super::crl::{CrlState, reason_name};
+use super::layout::PkiLayout;
 use super::names::Kind;
+
+/// What a cluster trusts: its CA, its name and its CRL (both as DER for webpki and parsed).
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// The cluster name (trust domain).
+    pub cluster: String,
+    /// The CA certificate.
+    pub ca_der: CertificateDer<'static>,
+    /// The CRL as DER, for webpki.
+    pub crl_der: Option<Vec<u8>>,
+    /// The CRL, parsed and signature-checked.
+    pub crl: Option<CrlState>,
+}
+
+impl Trust {
+    /// Reads `ca.crt` and `crl.pem` of a PKI directory (no private key needed).
+    pub fn load(layout: &PkiLayout) -> Result<Trust, PkiError> {
+        let (cluster, ca_der) = super::read_ca_cert(layout)?;
+        let crl_path = layout.crl();
+        let crl_pem = super::files::read(&crl_path)?;
+        let crl_der = <rustls_pki_types::CertificateRevocationListDer<'static> as rustls_pki_types::pem::PemObject>::from_pem_slice(&crl_pem)
+            .map_err(|e| PkiError::malformed(&crl_path, format!("no PEM CRL found ({e})")))?;
+        let crl = super::crl::read(&crl_path, ca_der.as_ref())?;
+        Ok(Trust {
+            cluster,
+            ca_der,
+            crl_der: Some(crl_der.as_ref().to_vec()),
+            crl: Some(crl),
+        })
+    }
+}
 
 /// One reason a certificate would be refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,16 +124,11 @@ impl Problem {
     }
 }
 
-/// Checks `cert` against a CA certificate, its CRL and its cluster name at time `now`.
+/// Checks `cert` against a cluster's CA, CRL and name at time `now`.
 /// An empty result means a member would accept it.
-pub fn verify(
-    cert: &CertInfo,
-    ca_der: &CertificateDer<'_>,
-    cluster: &str,
-    crl_der: Option<&[u8]>,
-    crl: Option<&CrlState>,
-    now: i64,
-) -> Vec<Problem> {
+pub fn verify(cert: &CertInfo, trust: &Trust, now: i64) -> Vec<Problem> {
+    let (ca_der, cluster) = (&trust.ca_der, trust.cluster.as_str());
+    let (crl_der, crl) = (trust.crl_der.as_deref(), trust.crl.as_ref());
     let mut problems = Vec::new();
     if now > cert.not_after {
         problems.push(Problem::Expired {
@@ -269,7 +297,13 @@ mod tests {
         let (cluster, ca_der, issuer) = pki(&tmp.path().join("a"), "prod");
         let (_, _, other_issuer) = pki(&tmp.path().join("b"), "prod");
         let now = crate::pki::now_unix();
-        let check = |info: &CertInfo| verify(info, &ca_der, &cluster, None, None, now);
+        let trust = Trust {
+            cluster,
+            ca_der,
+            crl_der: None,
+            crl: None,
+        };
+        let check = |info: &CertInfo| verify(info, &trust, now);
 
         assert_eq!(check(&leaf(&issuer, |_| {})), vec![]);
 
@@ -338,24 +372,18 @@ mod tests {
         let ca = crate::pki::Authority::open(&dir).unwrap();
         let root = ca.find("root").unwrap();
         ca.revoke("root", None).unwrap();
-        let crl_pem = files::read(&ca.layout().crl()).unwrap();
-        let crl_der = <rustls_pki_types::CertificateRevocationListDer<'static> as rustls_pki_types::pem::PemObject>::from_pem_slice(&crl_pem).unwrap();
-        let state = ca.crl().unwrap();
+        let mut trust = Trust::load(ca.layout()).unwrap();
+        assert_eq!(trust.cluster, cluster);
+        assert_eq!(trust.ca_der, ca_der);
         let now = crate::pki::now_unix();
-        let problems = verify(
-            &root,
-            &ca_der,
-            &cluster,
-            Some(crl_der.as_ref()),
-            Some(&state),
-            now,
-        );
+        let problems = verify(&root, &trust, now);
         assert!(
             matches!(problems.as_slice(), [Problem::Revoked { .. }]),
             "{problems:?}"
         );
         // webpki alone (no parsed state) reaches the same verdict.
-        let problems = verify(&root, &ca_der, &cluster, Some(crl_der.as_ref()), None, now);
+        trust.crl = None;
+        let problems = verify(&root, &trust, now);
         assert!(
             matches!(problems.as_slice(), [Problem::Other { detail }] if detail.contains("Revoked")),
             "{problems:?}"

@@ -12,14 +12,22 @@ struct EtcdMember {
     _proc: Proc,
 }
 
-fn etcdctl(etcdctl: &PathBuf, pki: &TestPki, endpoints: &str, user: &str, args: &[&str]) -> Output {
-    Command::new(etcdctl)
+/// etcdctl against `endpoints`, authenticated as client `user` of `pki` (trusting `trust`'s CA).
+fn etcdctl_as(
+    ctl: &PathBuf,
+    trust: &TestPki,
+    pki: &TestPki,
+    user: &str,
+    endpoints: &str,
+    args: &[&str],
+) -> Output {
+    Command::new(ctl)
         .env("ETCDCTL_API", "3")
         .args([
             "--endpoints",
             endpoints,
             "--cacert",
-            &pki.path("ca.crt"),
+            &trust.path("ca.crt"),
             "--cert",
             &pki.path(&format!("clients/{user}.crt")),
             "--key",
@@ -32,6 +40,10 @@ fn etcdctl(etcdctl: &PathBuf, pki: &TestPki, endpoints: &str, user: &str, args: 
         .args(args)
         .output()
         .expect("etcdctl runs")
+}
+
+fn etcdctl(ctl: &PathBuf, pki: &TestPki, endpoints: &str, user: &str, args: &[&str]) -> Output {
+    etcdctl_as(ctl, pki, pki, user, endpoints, args)
 }
 
 #[test]
@@ -167,64 +179,43 @@ fn etcd_cluster_runs_on_rampart_certificates_and_etcdctl_connects_with_a_client_
 
     // A client certificate from another CA is refused at the handshake.
     let other = TestPki::init(&[]);
-    let foreign = Command::new(&ctl)
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &members[1].client_url,
-            "--cacert",
-            &pki.path("ca.crt"),
-            "--cert",
-            &other.path("clients/root.crt"),
-            "--key",
-            &other.path("clients/root.key"),
-            "--dial-timeout",
-            "2s",
-            "--command-timeout",
-            "3s",
-            "get",
-            "greeting",
-        ])
-        .output()
-        .unwrap();
+    let foreign = etcdctl_as(
+        &ctl,
+        &pki,
+        &other,
+        "root",
+        &members[1].client_url,
+        &["get", "greeting"],
+    );
     assert!(
         !foreign.status.success(),
         "a client of another CA must be refused"
     );
 
     // etcd re-reads --client-crl-file on every handshake: a revoked client is refused at once.
-    let before = etcdctl(
-        &ctl,
-        &pki,
-        &members[1].client_url,
-        "mallory",
-        &["get", "greeting"],
-    );
+    let get_as = |user: &str| {
+        etcdctl(
+            &ctl,
+            &pki,
+            &members[1].client_url,
+            user,
+            &["get", "greeting"],
+        )
+    };
+    let before = get_as("mallory");
     assert!(
         before.status.success(),
         "{}",
         String::from_utf8_lossy(&before.stderr)
     );
     run_ok(&["pki", "revoke", "mallory", "--dir", pki.dir_arg()]);
-    let after = etcdctl(
-        &ctl,
-        &pki,
-        &members[1].client_url,
-        "mallory",
-        &["get", "greeting"],
-    );
+    let after = get_as("mallory");
     assert!(
         !after.status.success(),
         "revoked client still served: {}",
         String::from_utf8_lossy(&after.stdout)
     );
-    let still = etcdctl(
-        &ctl,
-        &pki,
-        &members[1].client_url,
-        "root",
-        &["get", "greeting"],
-    );
+    let still = get_as("root");
     assert!(
         still.status.success(),
         "others unaffected: {}",
