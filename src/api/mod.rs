@@ -1,0 +1,3 @@
+//! The etcd v3 gRPC API: generated protobuf types and the services rampart implements.
+
+pub mod proto;
