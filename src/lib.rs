@@ -20,3 +20,4 @@
 pub mod api;
 pub mod cli;
 pub mod pki;
+pub mod server;
