@@ -1,0 +1,30 @@
+//! TLS for every port: rustls configs, our own acceptor, and who the caller is.
+//!
+//! The policy is fixed, not configurable: ring as the only crypto provider, TLS 1.3 only,
+//! ALPN `h2`, a client certificate required on every port and verified against the cluster CA
+//! and its CRL. On top of that WebPki check, the identity a certificate names
+//! (`spiffe://<cluster>/member|user/<name>`, else its CN) is parsed in one function,
+//! [`identity`].
+//!
+//! ```text
+//!   TlsFiles --Material::load--> Material --server_config(policy)--> ServerConfig
+//!                                        \--client_config---------> ClientConfig
+//! ```
+//!
+//! `tls` is a leaf beside `pki`: it uses `pki` for file rules and identity syntax and knows
+//! nothing of the server, raft or storage.
+
+mod caller;
+mod config;
+mod error;
+mod material;
+
+pub use caller::{Caller, PeerIdentity, caller_from_cert, identity};
+pub use config::{
+    ALPN_H2, ClientPolicy, PROTOCOL_VERSIONS, client_config, crypto_provider, server_config,
+};
+pub use error::{IdentityError, TlsError};
+pub use material::{Material, TlsFiles};
+
+#[cfg(test)]
+mod tests;
