@@ -9,16 +9,19 @@
 //! ```text
 //!   TlsFiles --Material::load--> Material --server_config(policy)--> ServerConfig
 //!                                        \--client_config---------> ClientConfig
+//!   TcpListener + watch<ServerConfig> --TlsIncoming--> TlsConnection (PeerInfo) --> tonic
 //! ```
 //!
 //! `tls` is a leaf beside `pki`: it uses `pki` for file rules and identity syntax and knows
 //! nothing of the server, raft or storage.
 
+mod acceptor;
 mod caller;
 mod config;
 mod error;
 mod material;
 
+pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, PeerInfo, TlsConnection, TlsIncoming};
 pub use caller::{Caller, PeerIdentity, caller_from_cert, identity};
 pub use config::{
     ALPN_H2, ClientPolicy, PROTOCOL_VERSIONS, client_config, crypto_provider, server_config,
