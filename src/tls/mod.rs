@@ -10,6 +10,7 @@
 //!   TlsFiles --Material::load--> Material --server_config(policy)--> ServerConfig
 //!                                        \--client_config---------> ClientConfig
 //!   TcpListener + watch<ServerConfig> --TlsIncoming--> TlsConnection (PeerInfo) --> tonic
+//!   connect_channel(url, ClientConfig) --> tonic Channel
 //! ```
 //!
 //! `tls` is a leaf beside `pki`: it uses `pki` for file rules and identity syntax and knows
@@ -18,6 +19,7 @@
 mod acceptor;
 mod caller;
 mod config;
+mod connector;
 mod error;
 mod material;
 
@@ -25,6 +27,9 @@ pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, PeerInfo, TlsConnection, TlsIncomi
 pub use caller::{Caller, PeerIdentity, caller_from_cert, identity};
 pub use config::{
     ALPN_H2, ClientPolicy, PROTOCOL_VERSIONS, client_config, crypto_provider, server_config,
+};
+pub use connector::{
+    DEFAULT_CONNECT_TIMEOUT, TlsDialer, connect_channel, https_endpoint, lazy_channel,
 };
 pub use error::{IdentityError, TlsError};
 pub use material::{Material, TlsFiles};

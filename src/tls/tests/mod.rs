@@ -1,6 +1,7 @@
 //! Real handshakes on 127.0.0.1: a PKI minted per test, servers behind [`TlsIncoming`], and
 //! clients that are rustls, raw TCP or `openssl s_client`.
 
+mod grpc;
 mod handshake;
 mod material;
 
