@@ -11,6 +11,8 @@
 //! Dependency rules, kept on purpose:
 //! - `pki` knows no tokio, server or network: it is the certificate authority as pure functions
 //!   over files.
+//! - `tls` builds on `pki` (file rules, identity syntax) and knows no server, raft or storage:
+//!   rustls configs, the acceptor and the dialer, and who a peer certificate names.
 //! - `mvcc` knows no tonic, openraft or protobuf types.
 //! - only `raft` names openraft types; `api` converts protobuf to domain types and back.
 //! - `anyhow` appears only in `main.rs` and `cli`; every other module has its own `thiserror` enum.
@@ -21,3 +23,4 @@ pub mod api;
 pub mod cli;
 pub mod pki;
 pub mod server;
+pub mod tls;

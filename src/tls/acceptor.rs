@@ -1,0 +1,326 @@
+//! Our own TLS acceptor: a stream of authenticated connections for tonic's
+//! `serve_with_incoming`.
+//!
+//! One task accepts TCP connections; each connection's handshake runs in its own task under a
+//! timeout, so a slow or malicious client delays nobody else. Completed handshakes go through a
+//! bounded channel to the stream; refused ones are logged and dropped, never yielded as errors
+//! (an error item would make a server stop accepting). Each handshake uses the server config
+//! current at accept time, read from a `watch` channel, so certificates and CRL reload without
+//! a restart.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
+use tracing::{debug, error, warn};
+
+use super::caller::{Caller, identity};
+
+/// How long a client may take to complete its handshake unless told otherwise.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes in flight at most; beyond that, accepting waits (the kernel backlog queues).
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// Authenticated connections waiting for the server to take them.
+const READY_QUEUE: usize = 64;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a gRPC handler knows about the connection a request came on: tonic puts it in the
+/// request extensions (`request.extensions().get::<PeerInfo>()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub remote_addr: SocketAddr,
+    /// Who the verified client certificate names in our cluster; `None` when it names no
+    /// acceptable identity (see [`super::identity`]): refuse such a caller's requests.
+    pub caller: Option<Caller>,
+    /// The client's leaf certificate, verified by the handshake.
+    pub peer_certificate: CertificateDer<'static>,
+}
+
+/// An authenticated TLS connection, as [`TlsIncoming`] yields it.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl TlsConnection {
+    /// Who is on the other end.
+    pub fn peer_info(&self) -> &PeerInfo {
+        &self.info
+    }
+
+    /// The negotiated application protocol (`h2` with our configs, unless the client offered
+    /// no ALPN at all).
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.stream.get_ref().1.alpn_protocol()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+/// A stream of authenticated connections on one listener, for
+/// `tonic::transport::Server::serve_with_incoming`.
+///
+/// It never yields an error and never ends while it is alive: refused handshakes are logged
+/// (`TLS handshake refused`, with the remote address and reason) and dropped. Dropping it stops
+/// accepting, closes the listener and abandons handshakes in flight.
+#[derive(Debug)]
+pub struct TlsIncoming {
+    ready: mpsc::Receiver<TlsConnection>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl TlsIncoming {
+    /// Starts accepting on `listener` with the [`DEFAULT_HANDSHAKE_TIMEOUT`]. Each handshake
+    /// uses the config current in `config` when its TCP connection was accepted; `cluster` is
+    /// the trust domain in which callers are named.
+    ///
+    /// Must be called inside a Tokio runtime (it spawns the accept task).
+    pub fn new(
+        listener: TcpListener,
+        config: watch::Receiver<Arc<ServerConfig>>,
+        cluster: impl Into<String>,
+    ) -> TlsIncoming {
+        TlsIncoming::with_handshake_timeout(listener, config, cluster, DEFAULT_HANDSHAKE_TIMEOUT)
+    }
+
+    /// As [`TlsIncoming::new`], with a handshake timeout: a connection that has not completed
+    /// its handshake after `handshake_timeout` is closed.
+    pub fn with_handshake_timeout(
+        listener: TcpListener,
+        config: watch::Receiver<Arc<ServerConfig>>,
+        cluster: impl Into<String>,
+        handshake_timeout: Duration,
+    ) -> TlsIncoming {
+        let (ready_tx, ready) = mpsc::channel(READY_QUEUE);
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            config,
+            Arc::from(cluster.into()),
+            handshake_timeout,
+            ready_tx,
+        ));
+        TlsIncoming { ready, accept_loop }
+    }
+}
+
+impl Stream for TlsIncoming {
+    type Item = Result<TlsConnection, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().ready.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+impl Drop for TlsIncoming {
+    fn drop(&mut self) {
+        // Dropping the accept task drops the listener and its JoinSet, which aborts every
+        // handshake in flight.
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: watch::Receiver<Arc<ServerConfig>>,
+    cluster: Arc<str>,
+    handshake_timeout: Duration,
+    ready: mpsc::Sender<TlsConnection>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        if handshakes.len() >= MAX_PENDING_HANDSHAKES {
+            reap(handshakes.join_next().await);
+            continue;
+        }
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    let acceptor = TlsAcceptor::from(config.borrow().clone());
+                    handshakes.spawn(handshake(
+                        tcp,
+                        remote,
+                        acceptor,
+                        handshake_timeout,
+                        cluster.clone(),
+                        ready.clone(),
+                    ));
+                }
+                Err(e) => {
+                    warn!(reason = %e, "accepting a TCP connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            done = handshakes.join_next(), if !handshakes.is_empty() => reap(done),
+            () = ready.closed() => return,
+        }
+    }
+}
+
+fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done
+        && e.is_panic()
+    {
+        error!(reason = %e, "a TLS handshake task panicked");
+    }
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    cluster: Arc<str>,
+    ready: mpsc::Sender<TlsConnection>,
+) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(remote = %remote, reason = %e, "could not set TCP_NODELAY");
+    }
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            warn!(remote = %remote, reason = %refusal_reason(&e), "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            warn!(
+                remote = %remote,
+                reason = %format_args!("no complete handshake within {handshake_timeout:?}"),
+                "TLS handshake refused"
+            );
+            return;
+        }
+    };
+    // The handshake is complete, so this is the certificate the verifier accepted.
+    let Some(peer_certificate) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.clone().into_owned())
+    else {
+        warn!(remote = %remote, reason = "no client certificate", "TLS handshake refused");
+        return;
+    };
+    let caller = match identity(&peer_certificate).and_then(|id| id.caller(&cluster)) {
+        Ok(caller) => Some(caller),
+        Err(reason) => {
+            warn!(
+                remote = %remote,
+                reason = %reason,
+                "client certificate names no usable identity; its requests will be refused"
+            );
+            None
+        }
+    };
+    debug!(remote = %remote, caller = ?caller, "TLS handshake accepted");
+    let connection = TlsConnection {
+        stream,
+        info: PeerInfo {
+            remote_addr: remote,
+            caller,
+            peer_certificate,
+        },
+    };
+    // Fails only when the server stopped taking connections; the connection is dropped.
+    let _ = ready.send(connection).await;
+}
+
+/// The handshake error in words an operator can act on; rustls's own text follows in
+/// parentheses. rustls prints our own refusals (certificate error `Other`) with `Debug`, so
+/// those print their message instead.
+fn refusal_reason(error: &io::Error) -> String {
+    use rustls::{CertificateError, Error, InvalidMessage, PeerIncompatible};
+    let Some(rustls_error) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+    else {
+        return error.to_string();
+    };
+    let hint = match rustls_error {
+        Error::InvalidCertificate(CertificateError::Other(other)) => {
+            return format!("invalid peer certificate: {}", other.0);
+        }
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => "the client certificate is not signed by this cluster's CA",
+        Error::InvalidCertificate(CertificateError::Revoked) => {
+            "the client certificate is revoked by the cluster's CRL"
+        }
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            "the client does not speak TLS (plaintext, http:// ?)"
+        }
+        Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired) => {
+            "the client does not offer TLS 1.3, the only version served"
+        }
+        Error::NoCertificatesPresented => {
+            "the client presented no certificate; a certificate of the cluster CA is required"
+        }
+        _ => return rustls_error.to_string(),
+    };
+    format!("{hint} ({rustls_error})")
+}
