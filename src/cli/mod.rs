@@ -3,8 +3,14 @@
 //! This is the binary's edge: errors are `anyhow` here, printed once as `Error: ...` on
 //! stderr with etcdctl's exit codes.
 
+mod bench;
+mod client;
+mod endpoint;
+mod grpc;
+mod kv;
 mod output;
 mod pki;
+mod txn_parse;
 
 use std::process::ExitCode;
 
@@ -43,6 +49,14 @@ enum Command {
     /// The built-in certificate authority: create and manage the cluster's PKI.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// Key-value commands (put, get, del, txn, compact), as etcdctl's.
+    Kv(kv::KvArgs),
+    /// Endpoint status, health and hash, as etcdctl's.
+    Endpoint(endpoint::EndpointArgs),
+    /// Save a snapshot of a member's data.
+    Snapshot(endpoint::SnapshotArgs),
+    /// Load generator for any etcd v3 endpoint: throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 /// An error with the exit code it should produce.
@@ -82,6 +96,10 @@ impl CliError {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Pki(cmd) => pki::run(cmd, cli.write_out),
+        Command::Kv(args) => kv::run(args, cli.write_out),
+        Command::Endpoint(args) => endpoint::run(args, cli.write_out),
+        Command::Snapshot(args) => endpoint::run_snapshot(args),
+        Command::Bench(args) => bench::run(args, cli.write_out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
