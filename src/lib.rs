@@ -18,4 +18,5 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod mvcc;
 pub mod pki;
