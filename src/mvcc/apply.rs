@@ -80,7 +80,11 @@ pub struct ApplyBatch<'a> {
     /// Newest compaction applied in this batch.
     compaction: Option<i64>,
     overlay: Overlay,
+    lease_exists: Option<LeaseCheck<'a>>,
 }
+
+/// Tells whether a lease exists.
+type LeaseCheck<'a> = Box<dyn Fn(i64) -> bool + Send + 'a>;
 
 impl std::fmt::Debug for ApplyBatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +117,7 @@ impl MvccStore {
             compacted,
             compaction: None,
             overlay: Overlay::new(),
+            lease_exists: None,
         })
     }
 }
@@ -229,12 +234,28 @@ impl<'a> ApplyBatch<'a> {
         &mut self.wb
     }
 
+    /// Makes puts that attach a lease (non-zero `lease`) fail with
+    /// [`MvccError::LeaseNotFound`] unless `exists(lease)`, as etcd's lessor lookup does. The
+    /// check must answer the same on every member for the same log position. Without it, any
+    /// lease id is accepted.
+    pub fn set_lease_check(&mut self, exists: impl Fn(i64) -> bool + Send + 'a) {
+        self.lease_exists = Some(Box::new(exists));
+    }
+
+    fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
+        match &self.lease_exists {
+            Some(exists) if lease != 0 && !exists(lease) => Err(MvccError::LeaseNotFound(lease)),
+            _ => Ok(()),
+        }
+    }
+
     /// etcd's Range, seeing the requests applied so far in this batch.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResult, MvccError> {
         read::range(self, req, self.revision, self.compacted)
     }
 
-    /// etcd's Put: one new revision. Errors: [`MvccError::KeyNotFound`] for `ignore_value` or
+    /// etcd's Put: one new revision. Errors: [`MvccError::LeaseNotFound`] (see
+    /// [`ApplyBatch::set_lease_check`]), then [`MvccError::KeyNotFound`] for `ignore_value` or
     /// `ignore_lease` on a missing key.
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResult, MvccError> {
         self.write_request(|b, w| b.exec_put(w, req))
@@ -251,7 +272,8 @@ impl<'a> ApplyBatch<'a> {
     /// changes nothing takes no revision.
     ///
     /// Errors, all before anything changes: [`MvccError::DuplicateKey`] (see
-    /// [`check_txn_duplicates`](super::check_txn_duplicates)); [`MvccError::KeyNotFound`];
+    /// [`check_txn_duplicates`](super::check_txn_duplicates)); [`MvccError::KeyNotFound`],
+    /// [`MvccError::LeaseNotFound`];
     /// [`MvccError::FutureRevision`] / [`MvccError::Compacted`] for a read revision.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResult, MvccError> {
         check_txn_duplicates(req)?;
@@ -332,6 +354,7 @@ impl<'a> ApplyBatch<'a> {
     }
 
     fn exec_put(&mut self, w: &mut WriteTxn, req: &PutRequest) -> Result<PutResult, MvccError> {
+        self.check_lease(req.lease)?;
         let at = w.read_revision();
         let prev = self.entries(&KeyRange::Single(&req.key), at)?.pop();
         let needs_prev = req.prev_kv || req.ignore_value || req.ignore_lease;
@@ -419,15 +442,17 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// etcd's `checkPut` over the taken branches: `ignore_value` / `ignore_lease` need the key
-    /// to exist before the transaction.
+    /// to exist before the transaction, and an attached lease must exist.
     fn check_puts(&self, txn: &TxnRequest, path: &TxnPath, at: i64) -> Result<(), MvccError> {
         for (op, nested) in path.ops(txn) {
             match (op, nested) {
-                (Op::Put(p), _)
+                (Op::Put(p), _) => {
                     if (p.ignore_value || p.ignore_lease)
-                        && self.entries(&KeyRange::Single(&p.key), at)?.is_empty() =>
-                {
-                    return Err(MvccError::KeyNotFound);
+                        && self.entries(&KeyRange::Single(&p.key), at)?.is_empty()
+                    {
+                        return Err(MvccError::KeyNotFound);
+                    }
+                    self.check_lease(p.lease)?;
                 }
                 (Op::Txn(t), Some(np)) => self.check_puts(t, np, at)?,
                 _ => {}

@@ -37,6 +37,11 @@ pub enum MvccError {
         "etcdserver: key not found (put with ignore_value or ignore_lease needs an existing key)"
     )]
     KeyNotFound,
+    /// A put names a lease that does not exist (etcd: `etcdserver: requested lease not
+    /// found`); only reported when the batch has a lease check
+    /// ([`crate::mvcc::ApplyBatch::set_lease_check`]).
+    #[error("etcdserver: requested lease not found (lease {0:x}); grant it first")]
+    LeaseNotFound(i64),
     /// A transaction writes one key twice (etcd: `etcdserver: duplicate key given in txn
     /// request`).
     #[error("etcdserver: duplicate key given in txn request")]

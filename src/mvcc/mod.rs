@@ -17,8 +17,10 @@
 //! maps keys to revisions. This module knows nothing of raft, gRPC or protobuf, and never opens
 //! the database itself.
 //!
-//! Not here yet: lease existence checks on put (etcd's `lease not found`, for when leases
-//! exist), watch, snapshot install (reopen the store after replacing its column families).
+//! Leases themselves live elsewhere: keys record their lease id, [`MvccStore::keys_with_lease`]
+//! lists a lease's keys, and [`ApplyBatch::set_lease_check`] lets the lessor refuse unknown
+//! leases. Not here yet: watch, snapshot install (reopen the store after replacing its column
+//! families).
 
 mod apply;
 mod check;

@@ -447,3 +447,72 @@ fn throughput() {
         gets as f64 / get.as_secs_f64(),
     );
 }
+
+#[test]
+fn a_compaction_inside_a_batch_applies_to_the_requests_after_it() {
+    let f = Fixture::new();
+    f.put("a", "1"); // 1
+    f.apply(|b| {
+        b.put(&PutRequest::new("a", "2")).unwrap(); // 2
+        assert_eq!(b.compact(2).unwrap(), 2);
+        assert_eq!(b.compacted_revision(), 2);
+        let old = RangeRequest {
+            revision: 1,
+            ..RangeRequest::key("a")
+        };
+        assert!(matches!(b.range(&old), Err(MvccError::Compacted { .. })));
+        assert_eq!(b.range(&RangeRequest::key("a")).unwrap().kvs[0].value, b"2");
+        // Readers still see revision 1 until the batch is published.
+        assert_eq!(f.get("a").unwrap().value, b"1");
+        b.put(&PutRequest::new("a", "3")).unwrap(); // 3
+    });
+    assert_eq!(f.store().compacted_revision(), 2);
+    assert_eq!(f.get_at("a", 2).unwrap().unwrap().value, b"2");
+    assert!(f.get_at("a", 1).is_err());
+    assert_eq!(f.store().pending_compaction_deletes(), 1);
+    assert_eq!(
+        f.store()
+            .remove_compacted(&WriteOptions::default())
+            .unwrap(),
+        0
+    );
+    assert_eq!(f.kv_records(), 2);
+    assert_eq!(f.get("a").unwrap().version, 3);
+}
+
+#[test]
+fn puts_with_an_unknown_lease_are_refused_when_the_batch_checks_leases() {
+    let f = Fixture::new();
+    let leased = |k: &str, lease| PutRequest {
+        lease,
+        ..PutRequest::new(k, "v")
+    };
+    f.apply(|b| {
+        b.set_lease_check(|lease| lease == 1);
+        b.put(&leased("a", 1)).unwrap();
+        b.put(&leased("b", 0)).unwrap();
+        assert!(matches!(
+            b.put(&leased("c", 2)),
+            Err(MvccError::LeaseNotFound(2))
+        ));
+        // In a txn the check covers only the branch taken, before anything changes.
+        let t = TxnRequest {
+            compare: vec![cmp("a", CompareResult::Equal, CompareTarget::Lease(1))],
+            success: vec![put_op("d", "1"), Op::Put(leased("e", 2))],
+            failure: vec![Op::Put(leased("e", 2))],
+        };
+        assert!(matches!(b.txn(&t), Err(MvccError::LeaseNotFound(2))));
+        let t = TxnRequest {
+            compare: vec![cmp("a", CompareResult::Equal, CompareTarget::Lease(7))],
+            success: vec![Op::Put(leased("e", 2))],
+            failure: vec![Op::Put(leased("e", 1))],
+        };
+        assert!(!b.txn(&t).unwrap().succeeded);
+    });
+    assert_eq!(f.store().current_revision(), 3);
+    assert_eq!(f.get("d"), None);
+    assert_eq!(
+        f.store().keys_with_lease(1),
+        vec![b"a".to_vec(), b"e".to_vec()]
+    );
+}
