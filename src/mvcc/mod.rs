@@ -21,6 +21,29 @@
 //! lists a lease's keys, and [`ApplyBatch::set_lease_check`] lets the lessor refuse unknown
 //! leases. Not here yet: watch, snapshot install (reopen the store after replacing its column
 //! families).
+//!
+//! Applying one batch of committed entries, with the caller's applied log id in the same
+//! atomic write:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use rampart::mvcc::{self, MvccStore, PutRequest, RangeRequest};
+//! # fn demo(db: Arc<rocksdb::DB>) -> Result<(), mvcc::MvccError> {
+//! let store = MvccStore::open(db.clone())?;
+//! let mut batch = store.begin_apply()?;
+//! batch.put(&PutRequest::new("a", "1"))?;
+//! let seen = batch.range(&RangeRequest::key("a"))?; // later requests see earlier ones
+//! assert_eq!(seen.kvs.len(), 1);
+//! batch.write_batch().put(b"applied", b"term-index"); // the caller's own state
+//! let mut sync = rocksdb::WriteOptions::default();
+//! sync.set_sync(true);
+//! let (wb, token) = batch.finish()?.into_parts();
+//! db.write_opt(wb, &sync)?; // or finish()?.commit(&sync)
+//! token.publish(); // only now do readers see the new revision
+//! assert_eq!(store.range(&RangeRequest::key("a"))?.revision, 1);
+//! # Ok(())
+//! # }
+//! ```
 
 mod apply;
 mod check;

@@ -24,7 +24,8 @@ pub const CF_META: &str = "mvcc_meta";
 /// Every column family this module reads or writes.
 pub const COLUMN_FAMILIES: &[&str] = &[CF_KV, CF_META];
 
-/// Version of the on-disk layout written by this build; stored under [`META_DATA_VERSION`].
+/// Version of the on-disk layout written by this build; stored in [`CF_META`] under
+/// `data_version` when the store is created. A build refuses data of another version.
 pub const DATA_VERSION: u64 = 1;
 
 /// Meta key: layout version, u64.
