@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod mvcc;
 pub mod pki;
 pub mod server;
 pub mod tls;
