@@ -220,16 +220,34 @@ impl TreeIndex {
 
     /// The keys of `range` that exist at revision `at`, ascending by key.
     pub(crate) fn range(&self, range: &KeyRange<'_>, at: i64) -> Vec<IndexEntry> {
-        self.iter_range(range)
-            .filter_map(|(k, ki)| {
-                ki.get(at).map(|(rev, created, version)| IndexEntry {
+        self.range_up_to(range, at, usize::MAX).0
+    }
+
+    /// The first `limit` keys of [`TreeIndex::range`], and how many there are in all (etcd's
+    /// `Revisions` with a limit): keys past the limit are counted, not copied.
+    pub(crate) fn range_up_to(
+        &self,
+        range: &KeyRange<'_>,
+        at: i64,
+        limit: usize,
+    ) -> (Vec<IndexEntry>, usize) {
+        let mut entries = Vec::new();
+        let mut total = 0;
+        for (k, ki) in self.iter_range(range) {
+            let Some((rev, created, version)) = ki.get(at) else {
+                continue;
+            };
+            total += 1;
+            if entries.len() < limit {
+                entries.push(IndexEntry {
                     key: k.clone(),
                     mod_revision: rev,
                     create_revision: created,
                     version,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        (entries, total)
     }
 
     /// How many keys of `range` exist at revision `at`.

@@ -22,6 +22,19 @@ pub(crate) trait ReadSource {
     /// How many keys of `range` exist at revision `at`.
     fn count(&self, range: &KeyRange<'_>, at: i64) -> Result<usize, MvccError>;
 
+    /// The first `limit` entries of [`ReadSource::entries`], and how many there are in all.
+    fn entries_up_to(
+        &self,
+        range: &KeyRange<'_>,
+        at: i64,
+        limit: usize,
+    ) -> Result<(Vec<IndexEntry>, usize), MvccError> {
+        let mut entries = self.entries(range, at)?;
+        let total = entries.len();
+        entries.truncate(limit);
+        Ok((entries, total))
+    }
+
     /// The key-values of `entries`, in the same order.
     fn fetch(&self, entries: &[IndexEntry]) -> Result<Vec<KeyValue>, MvccError>;
 }
@@ -73,18 +86,6 @@ pub(crate) fn range(
         });
     }
 
-    let mut entries = src.entries(&keys, at)?;
-    // etcd counts before the revision filters and the limit.
-    let count = entries.len() as i64;
-    entries.retain(|e| {
-        let m = e.mod_revision.main;
-        let c = e.create_revision;
-        (req.max_mod_revision == 0 || m <= req.max_mod_revision)
-            && (req.min_mod_revision == 0 || m >= req.min_mod_revision)
-            && (req.max_create_revision == 0 || c <= req.max_create_revision)
-            && (req.min_create_revision == 0 || c >= req.min_create_revision)
-    });
-
     // etcd's defaulting: entries already come ascending by key, so NONE means "ascending by
     // the target" unless the target is the key, and ASCEND by key needs no sort.
     let order = match (req.sort_order, req.sort_target) {
@@ -94,6 +95,33 @@ pub(crate) fn range(
         (SortOrder::None, _) => SortOrder::Ascend,
         (order, _) => order,
     };
+    let limit = usize::try_from(req.limit)
+        .ok()
+        .filter(|&l| l > 0)
+        .unwrap_or(usize::MAX);
+    let filtered = req.max_mod_revision != 0
+        || req.min_mod_revision != 0
+        || req.max_create_revision != 0
+        || req.min_create_revision != 0;
+
+    // etcd counts before the revision filters and the limit. Without sort or filters only the
+    // first `limit` entries are needed.
+    let (mut entries, count) = if order == SortOrder::None && !filtered {
+        src.entries_up_to(&keys, at, limit)?
+    } else {
+        let entries = src.entries(&keys, at)?;
+        let count = entries.len();
+        (entries, count)
+    };
+    let count = count as i64;
+    entries.retain(|e| {
+        let m = e.mod_revision.main;
+        let c = e.create_revision;
+        (req.max_mod_revision == 0 || m <= req.max_mod_revision)
+            && (req.min_mod_revision == 0 || m >= req.min_mod_revision)
+            && (req.max_create_revision == 0 || c <= req.max_create_revision)
+            && (req.min_create_revision == 0 || c >= req.min_create_revision)
+    });
     let directed = |o: Ordering| {
         if order == SortOrder::Descend {
             o.reverse()
@@ -101,11 +129,6 @@ pub(crate) fn range(
             o
         }
     };
-    let limit = usize::try_from(req.limit)
-        .ok()
-        .filter(|&l| l > 0)
-        .unwrap_or(usize::MAX);
-
     let (mut kvs, more) = if order != SortOrder::None && req.sort_target == SortTarget::Value {
         // Sorting by value needs every value.
         let mut kvs = src.fetch(&entries)?;
@@ -126,7 +149,12 @@ pub(crate) fn range(
                 })
             });
         }
-        let more = entries.len() > limit;
+        // Unfiltered, every key counts (even those `entries_up_to` left out).
+        let more = if filtered {
+            entries.len() > limit
+        } else {
+            count as usize > limit
+        };
         entries.truncate(limit);
         (src.fetch(&entries)?, more)
     };

@@ -128,6 +128,17 @@ impl ReadSource for View<'_> {
         Ok(p.index.count(range, at))
     }
 
+    fn entries_up_to(
+        &self,
+        range: &KeyRange<'_>,
+        at: i64,
+        limit: usize,
+    ) -> Result<(Vec<IndexEntry>, usize), MvccError> {
+        let p = self.store.read_published();
+        check_not_compacted(at, p.compacted)?;
+        Ok(p.index.range_up_to(range, at, limit))
+    }
+
     fn fetch(&self, entries: &[IndexEntry]) -> Result<Vec<KeyValue>, MvccError> {
         let cf = self.store.cf(CF_KV)?;
         let keys: Vec<_> = entries

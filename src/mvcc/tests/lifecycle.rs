@@ -180,6 +180,17 @@ fn later_requests_in_a_batch_see_earlier_ones_and_readers_see_nothing_until_publ
         batch.range(&RangeRequest::key("b")).unwrap().kvs[0].version,
         1
     );
+    let limited = batch
+        .range(&RangeRequest {
+            limit: 1,
+            revision: 3,
+            ..RangeRequest::prefix("")
+        })
+        .unwrap();
+    assert_eq!(
+        (keys(&limited), limited.more, limited.count),
+        (vec!["a".to_string()], true, 2)
+    );
     assert!(matches!(
         store.begin_apply(),
         Err(MvccError::ApplyInProgress)
