@@ -5,8 +5,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages a fresh machine may lack: libclang for the rocksdb crate, openssl and
-# etcd (server and etcdctl) for the interoperability tests.
-APT_PACKAGES := clang libclang-dev openssl etcd-client etcd-server
+# etcd (server and etcdctl) for the interoperability tests, protoc for the etcd-client crate the
+# tests use as a second client stack (rampart itself builds without protoc).
+APT_PACKAGES := clang libclang-dev openssl etcd-client etcd-server protobuf-compiler
 LOCAL_DIR := .local
 PKI_DIR := $(LOCAL_DIR)/pki
 RAMPART := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/rampart

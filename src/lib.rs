@@ -23,5 +23,6 @@ pub mod api;
 pub mod cli;
 pub mod mvcc;
 pub mod pki;
+pub mod raft;
 pub mod server;
 pub mod tls;

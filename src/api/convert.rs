@@ -177,7 +177,10 @@ pub fn put_response(r: mvcc::PutResult, header: pb::ResponseHeader) -> pb::PutRe
 }
 
 /// A DeleteRangeResponse.
-pub fn delete_response(r: mvcc::DeleteResult, header: pb::ResponseHeader) -> pb::DeleteRangeResponse {
+pub fn delete_response(
+    r: mvcc::DeleteResult,
+    header: pb::ResponseHeader,
+) -> pb::DeleteRangeResponse {
     pb::DeleteRangeResponse {
         header: Some(header),
         deleted: r.deleted,
@@ -195,7 +198,9 @@ pub fn txn_response(r: mvcc::TxnResult, header: pb::ResponseHeader) -> pb::TxnRe
             response: Some(match op {
                 mvcc::OpResult::Range(r) => Response::ResponseRange(range_response(r, header)),
                 mvcc::OpResult::Put(r) => Response::ResponsePut(put_response(r, header)),
-                mvcc::OpResult::DeleteRange(r) => Response::ResponseDeleteRange(delete_response(r, header)),
+                mvcc::OpResult::DeleteRange(r) => {
+                    Response::ResponseDeleteRange(delete_response(r, header))
+                }
                 mvcc::OpResult::Txn(r) => Response::ResponseTxn(txn_response(r, header)),
             }),
         })

@@ -1,4 +1,13 @@
 //! The etcd v3 gRPC API: generated protobuf types and the services rampart implements.
+//!
+//! `api` converts protobuf to the store's domain types and back ([`convert`]); failures become
+//! gRPC statuses with etcd's exact text in one place ([`status`]).
 
+pub mod cluster;
+pub mod convert;
+pub mod core;
+pub mod kv;
+pub mod maintenance;
+pub mod pending;
 pub mod proto;
 pub mod status;

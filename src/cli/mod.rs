@@ -10,6 +10,7 @@ mod grpc;
 mod kv;
 mod output;
 mod pki;
+mod serve;
 mod txn_parse;
 
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ enum Command {
     /// The built-in certificate authority: create and manage the cluster's PKI.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// Run a member: the etcd v3 API over mutual TLS, replicated with raft, stored in RocksDB.
+    Serve(serve::ServeCommand),
     /// Key-value commands (put, get, del, txn, compact), as etcdctl's.
     Kv(kv::KvArgs),
     /// Endpoint status, health and hash, as etcdctl's.
@@ -96,6 +99,7 @@ impl CliError {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Pki(cmd) => pki::run(cmd, cli.write_out),
+        Command::Serve(cmd) => serve::run(cmd),
         Command::Kv(args) => kv::run(args, cli.write_out),
         Command::Endpoint(args) => endpoint::run(args, cli.write_out),
         Command::Snapshot(args) => endpoint::run_snapshot(args),

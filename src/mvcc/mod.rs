@@ -7,10 +7,11 @@
 //!   api (reads) ──────────▶ MvccStore::range / read_txn / hash_kv      (any thread, concurrently)
 //! ```
 //!
-//! Model (etcd v3.5): every write request that changes something takes the next cluster-wide
-//! revision; its changes are numbered by sub-revision. Each key has `create_revision`,
-//! `mod_revision` and `version`; a delete writes a tombstone and a later put starts the key
-//! over at version 1. History stays readable by revision until compacted.
+//! Model (etcd v3.5): a new store is at revision 1; every write request that changes something
+//! takes the next cluster-wide revision (so the first one takes 2); its changes are numbered by
+//! sub-revision. Each key has `create_revision`, `mod_revision` and `version`; a delete writes a
+//! tombstone and a later put starts the key over at version 1. History stays readable by
+//! revision until compacted (a new store has compacted revision 0).
 //!
 //! Storage: the history in the `mvcc_kv` column family keyed by revision, small metadata in
 //! `mvcc_meta` (see [`schema`]); an in-memory key index (etcd's `treeIndex`) rebuilt at open
@@ -40,7 +41,8 @@
 //! let (wb, token) = batch.finish()?.into_parts();
 //! db.write_opt(wb, &sync)?; // or finish()?.commit(&sync)
 //! token.publish(); // only now do readers see the new revision
-//! assert_eq!(store.range(&RangeRequest::key("a"))?.revision, 1);
+//! // As in etcd, a new store is at revision 1 and its first write takes revision 2.
+//! assert_eq!(store.range(&RangeRequest::key("a"))?.revision, 2);
 //! # Ok(())
 //! # }
 //! ```

@@ -30,10 +30,11 @@ pub const DATA_VERSION: u64 = 1;
 
 /// Meta key: layout version, u64.
 pub(crate) const META_DATA_VERSION: &[u8] = b"data_version";
-/// Meta key: revision of the last write request, i64.
+/// Meta key: revision of the last write request, i64; 1 in a new store (as etcd: the first
+/// write takes revision 2).
 pub(crate) const META_CURRENT_REVISION: &[u8] = b"current_revision";
-/// Meta key: revision of the last accepted compaction, i64. Reads below it fail from the moment
-/// it is durable, even while old history is still being removed.
+/// Meta key: revision of the last accepted compaction, i64, 0 in a new store. Reads below it
+/// fail from the moment it is durable, even while old history is still being removed.
 pub(crate) const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled_revision";
 /// Meta key: revision of the last compaction whose history removal completed, i64.
 pub(crate) const META_COMPACT_FINISHED: &[u8] = b"compact_finished_revision";

@@ -49,12 +49,12 @@ impl LeaseIndex {
         if old == Some(lease) {
             return;
         }
-        if let Some(old) = old {
-            if let Some(set) = self.keys.get_mut(&old) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.keys.remove(&old);
-                }
+        if let Some(old) = old
+            && let Some(set) = self.keys.get_mut(&old)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.keys.remove(&old);
             }
         }
         if lease != 0 {
@@ -191,7 +191,7 @@ fn get_i64(db: &DB, cf: &ColumnFamily, name: &[u8]) -> Result<Option<i64>, MvccE
 impl MvccStore {
     /// Opens the store kept in `db`, whose column families must include
     /// [`COLUMN_FAMILIES`](super::COLUMN_FAMILIES). On an empty store it writes the initial
-    /// metadata (data version, revision 0). Rebuilds the key index by reading the whole
+    /// metadata (data version, revision 1 as in etcd, never compacted). Rebuilds the key index by reading the whole
     /// history, and resumes a compaction whose history removal was not finished.
     pub fn open(db: Arc<DB>) -> Result<Self, MvccError> {
         Self::open_with_options(db, MvccOptions::default())
@@ -228,7 +228,8 @@ impl MvccStore {
                 }
                 let mut wb = WriteBatch::default();
                 wb.put_cf(meta, META_DATA_VERSION, DATA_VERSION.to_be_bytes());
-                wb.put_cf(meta, META_CURRENT_REVISION, schema::encode_i64(0));
+                // As etcd: a new store is at revision 1, so the first write takes revision 2.
+                wb.put_cf(meta, META_CURRENT_REVISION, schema::encode_i64(1));
                 wb.put_cf(meta, META_COMPACT_SCHEDULED, schema::encode_i64(0));
                 wb.put_cf(meta, META_COMPACT_FINISHED, schema::encode_i64(0));
                 let mut opts = rocksdb::WriteOptions::default();
@@ -353,7 +354,8 @@ impl MvccStore {
     /// reopened).
     fn verify_durable(&self, state: &mut ApplyState) -> Result<(), MvccError> {
         let meta = self.cf(CF_META)?;
-        let durable = get_i64(&self.db, meta, META_CURRENT_REVISION)?.unwrap_or(0);
+        let durable = get_i64(&self.db, meta, META_CURRENT_REVISION)?
+            .ok_or_else(|| MvccError::Corrupt("current_revision missing".into()))?;
         let published = self.read_published().revision;
         if durable != published {
             return Err(MvccError::Unpublished {
@@ -392,13 +394,14 @@ impl MvccStore {
         )
     }
 
-    /// The revision of the last published write request (etcd's `header.revision`).
+    /// The revision of the last published write request (etcd's `header.revision`); 1 on a
+    /// new store, whose first write takes revision 2, as in etcd.
     pub fn current_revision(&self) -> i64 {
         self.read_published().revision
     }
 
-    /// The revision of the last compaction; reads below it fail with
-    /// [`MvccError::Compacted`].
+    /// The revision of the last compaction (0 on a store never compacted); reads below it fail
+    /// with [`MvccError::Compacted`].
     pub fn compacted_revision(&self) -> i64 {
         self.read_published().compacted
     }
@@ -445,8 +448,8 @@ impl MvccStore {
         Ok(self.pending_compaction_deletes())
     }
 
-    /// etcd's HashKV: a CRC-32 (IEEE) of every history record with revision `<= revision` (0 =
-    /// current) that survived compaction, in revision order, over our record encoding. Members
+    /// etcd's HashKV: a CRC-32 (IEEE) of every history record with revision `<= revision` (0 or
+    /// negative = current) that survived compaction, in revision order, over our record encoding. Members
     /// that applied the same requests get the same hash, whatever their batching and however
     /// far their compacted-record removal has got. Not comparable with etcd's own hashes.
     /// Errors: [`MvccError::Compacted`] when `revision <= ` the compacted revision,

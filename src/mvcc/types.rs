@@ -5,7 +5,19 @@
 
 /// A point in the store's history: `main` is the cluster-wide revision of one write request,
 /// `sub` orders the changes inside that request (0, 1, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Revision {
     /// Revision of the write request (etcd's `header.revision`).
     pub main: i64,

@@ -1,6 +1,9 @@
-//! A member: configuration, start-up, listeners.
+//! A member: configuration, storage, start-up, listeners.
 
 pub mod config;
 pub mod ids;
+pub mod member;
+pub mod storage;
 
 pub use config::{ClusterState, ConfigError, MemberConfig, ServeArgs, TlsPaths};
+pub use member::{ServeError, serve};

@@ -75,7 +75,17 @@ pub fn https_endpoint(endpoint: &str) -> Result<Endpoint, TlsError> {
     if uri.port_u16().is_none() {
         return Err(invalid("no port; write https://HOST:PORT".into()));
     }
-    Ok(Endpoint::from(uri).connect_timeout(DEFAULT_CONNECT_TIMEOUT))
+    // The TLS is ours (TlsDialer), so tonic must not try its own: hand it the same authority
+    // under an `http` scheme. (A tonic built with its TLS features refuses an https URI that
+    // comes without its own TLS config.)
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .ok_or_else(|| invalid("no host; write https://HOST:PORT".into()))?;
+    let inner: Uri = format!("http://{authority}")
+        .parse()
+        .map_err(|e| invalid(format!("not a URL ({e}); write https://HOST:PORT")))?;
+    Ok(Endpoint::from(inner).connect_timeout(DEFAULT_CONNECT_TIMEOUT))
 }
 
 /// The connector tonic calls to open each connection of a channel

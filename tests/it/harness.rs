@@ -136,6 +136,21 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGTERM and waits (bounded) for the process to exit; SIGKILL after 30 s.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -173,4 +188,142 @@ pub fn is_listening(port: u16) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+/// A `rampart serve` process on free loopback ports, with its data in the PKI's temp dir.
+pub struct Member {
+    /// Member name.
+    pub name: String,
+    /// `https://127.0.0.1:PORT` of the client port.
+    pub client_url: String,
+    /// The peer URL.
+    pub peer_url: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    pki_dir: PathBuf,
+    tmp: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+impl Member {
+    /// Starts member `name` of `pki` and waits until it serves.
+    pub fn start(pki: &TestPki, name: &str) -> Member {
+        let mut m = Member {
+            name: name.to_owned(),
+            client_url: format!("https://127.0.0.1:{}", free_port()),
+            peer_url: format!("https://127.0.0.1:{}", free_port()),
+            data_dir: pki.tmp.path().join(format!("{name}.data")),
+            pki_dir: pki.dir.clone(),
+            tmp: pki.tmp.path().to_owned(),
+            proc: None,
+            starts: 0,
+        };
+        m.spawn();
+        m.wait_ready();
+        m
+    }
+
+    /// The current log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.tmp.join(format!("{}-{}.log", self.name, self.starts))
+    }
+
+    /// The log of the current run.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let mut cmd = rampart();
+        cmd.args([
+            "serve",
+            "--name",
+            &self.name,
+            "--listen-client-urls",
+            &self.client_url,
+            "--listen-peer-urls",
+            &self.peer_url,
+        ])
+        .arg("--data-dir")
+        .arg(&self.data_dir)
+        .arg("--pki-dir")
+        .arg(&self.pki_dir);
+        self.proc = Some(Proc::spawn(&self.name, cmd, self.log_path()));
+    }
+
+    /// Waits (bounded, only to avoid hanging) until the member logs that it serves.
+    pub fn wait_ready(&mut self) {
+        let ready = wait_until(Duration::from_secs(60), || {
+            self.log_text().contains("ready to serve client requests")
+                || !self.proc.as_mut().is_some_and(|p| p.is_running())
+        });
+        let log = self.log_text();
+        assert!(
+            ready && log.contains("ready to serve client requests"),
+            "member {} did not become ready:\n{log}",
+            self.name
+        );
+    }
+
+    /// Kills the process with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        self.proc = None; // Proc's Drop kills and reaps.
+    }
+
+    /// Stops with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            p.terminate();
+        }
+        self.proc = None;
+    }
+
+    /// Graceful stop, then start again and wait until it serves.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts again after a [`kill`](Self::kill).
+    pub fn start_again(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// etcdctl's connection flags for client `user`.
+    pub fn etcdctl_args(&self, user: &str) -> Vec<String> {
+        vec![
+            "--endpoints".into(),
+            self.client_url.clone(),
+            "--cacert".into(),
+            self.pki_dir.join("ca.crt").to_string_lossy().into_owned(),
+            "--cert".into(),
+            self.pki_dir
+                .join(format!("clients/{user}.crt"))
+                .to_string_lossy()
+                .into_owned(),
+            "--key".into(),
+            self.pki_dir
+                .join(format!("clients/{user}.key"))
+                .to_string_lossy()
+                .into_owned(),
+            "--dial-timeout".into(),
+            "3s".into(),
+            "--command-timeout".into(),
+            "10s".into(),
+        ]
+    }
+
+    /// Runs etcdctl (API v3) as client `user`.
+    pub fn etcdctl(&self, user: &str, args: &[&str]) -> Output {
+        Command::new(tool("etcdctl").expect("etcdctl is installed"))
+            .env("ETCDCTL_API", "3")
+            .args(self.etcdctl_args(user))
+            .args(args)
+            .output()
+            .expect("etcdctl runs")
+    }
 }

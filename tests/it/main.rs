@@ -1,7 +1,11 @@
 //! Integration tests: the real `rampart` binary, real TLS stacks (OpenSSL, Go's via etcd),
 //! with PKIs minted at test time. One binary, one harness.
 
+mod door;
+mod durability;
+mod etcd_client;
 mod harness;
 mod interop_etcd;
 mod interop_openssl;
+mod member;
 mod pki_cli;

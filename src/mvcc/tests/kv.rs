@@ -3,9 +3,10 @@
 use super::*;
 
 #[test]
-fn a_new_store_starts_at_revision_zero_with_its_data_version() {
+fn a_new_store_starts_at_revision_one_with_its_data_version() {
     let f = Fixture::new();
-    assert_eq!(f.store().current_revision(), 0);
+    // As etcd: a new store is at revision 1 and has never been compacted.
+    assert_eq!(f.store().current_revision(), 1);
     assert_eq!(f.store().compacted_revision(), 0);
     let db = &f.store().db;
     let v = db
@@ -18,9 +19,10 @@ fn a_new_store_starts_at_revision_zero_with_its_data_version() {
 #[test]
 fn revisions_and_versions_follow_put_delete_and_recreate() {
     let f = Fixture::new();
-    assert_eq!(f.put("a", "1").revision, 1);
-    assert_eq!(f.put("b", "x").revision, 2);
-    assert_eq!(f.put("a", "2").revision, 3);
+    // As etcd: the first write takes revision 2.
+    assert_eq!(f.put("a", "1").revision, 2);
+    assert_eq!(f.put("b", "x").revision, 3);
+    assert_eq!(f.put("a", "2").revision, 4);
     let a = f.get("a").unwrap();
     assert_eq!(
         (
@@ -29,22 +31,22 @@ fn revisions_and_versions_follow_put_delete_and_recreate() {
             a.version,
             a.value.as_slice()
         ),
-        (1, 3, 2, &b"2"[..])
+        (2, 4, 2, &b"2"[..])
     );
 
     let d = f.delete("a");
-    assert_eq!((d.deleted, d.revision), (1, 4));
+    assert_eq!((d.deleted, d.revision), (1, 5));
     assert_eq!(f.get("a"), None);
     // A delete that matches nothing takes no revision.
     let d = f.delete("a");
-    assert_eq!((d.deleted, d.revision), (0, 4));
-    assert_eq!(f.store().current_revision(), 4);
+    assert_eq!((d.deleted, d.revision), (0, 5));
+    assert_eq!(f.store().current_revision(), 5);
 
-    assert_eq!(f.put("a", "3").revision, 5);
+    assert_eq!(f.put("a", "3").revision, 6);
     let a = f.get("a").unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (6, 6, 1));
     let b = f.get("b").unwrap();
-    assert_eq!((b.create_revision, b.mod_revision, b.version), (2, 2, 1));
+    assert_eq!((b.create_revision, b.mod_revision, b.version), (3, 3, 1));
 }
 
 #[test]
@@ -111,34 +113,36 @@ fn put_returns_prev_kv_and_can_keep_value_or_lease() {
 #[test]
 fn ranges_at_old_revisions_see_the_state_of_that_revision() {
     let f = Fixture::new();
-    f.put("a", "1"); // 1
-    f.put("b", "1"); // 2
-    f.put("a", "2"); // 3
-    f.delete("b"); // 4
-    f.put("c", "1"); // 5
+    f.put("a", "1"); // 2
+    f.put("b", "1"); // 3
+    f.put("a", "2"); // 4
+    f.delete("b"); // 5
+    f.put("c", "1"); // 6
 
     let at = |rev: i64| {
         let mut req = RangeRequest::prefix("");
         req.revision = rev;
         f.store().range(&req).unwrap()
     };
-    assert_eq!(keys(&at(1)), ["a"]);
-    assert_eq!(keys(&at(2)), ["a", "b"]);
-    assert_eq!(at(2).kvs[0].value, b"1");
-    assert_eq!(at(3).kvs[0].value, b"2");
-    assert_eq!(keys(&at(4)), ["a"]);
-    assert_eq!(keys(&at(5)), ["a", "c"]);
+    // Revision 1 is the empty store.
+    assert_eq!(keys(&at(1)), Vec::<String>::new());
+    assert_eq!(keys(&at(2)), ["a"]);
+    assert_eq!(keys(&at(3)), ["a", "b"]);
+    assert_eq!(at(3).kvs[0].value, b"1");
+    assert_eq!(at(4).kvs[0].value, b"2");
+    assert_eq!(keys(&at(5)), ["a"]);
+    assert_eq!(keys(&at(6)), ["a", "c"]);
     // The header revision is the store's, not the one read at.
-    assert_eq!(at(2).revision, 5);
-    assert_eq!(f.get_at("a", 1).unwrap().unwrap().version, 1);
+    assert_eq!(at(3).revision, 6);
+    assert_eq!(f.get_at("a", 2).unwrap().unwrap().version, 1);
 
-    let err = f.get_at("a", 6).unwrap_err();
+    let err = f.get_at("a", 7).unwrap_err();
     assert!(
         matches!(
             err,
             MvccError::FutureRevision {
-                requested: 6,
-                current: 5
+                requested: 7,
+                current: 6
             }
         ),
         "{err}"
@@ -149,13 +153,13 @@ fn ranges_at_old_revisions_see_the_state_of_that_revision() {
 fn range_options_behave_as_in_etcd() {
     let f = Fixture::new();
     // key: (value, number of puts)
-    f.put("k1", "c"); // 1
-    f.put("k2", "a"); // 2
-    f.put("k3", "b"); // 3
-    f.put("k2", "d"); // 4
-    f.put("k3", "e"); // 5
-    f.put("k3", "f"); // 6
-    f.put("x", "z"); // 7
+    f.put("k1", "c"); // 2
+    f.put("k2", "a"); // 3
+    f.put("k3", "b"); // 4
+    f.put("k2", "d"); // 5
+    f.put("k3", "e"); // 6
+    f.put("k3", "f"); // 7
+    f.put("x", "z"); // 8
     let range = |req: RangeRequest| f.store().range(&req).unwrap();
 
     // prefix, from-key, [key, end), end <= key
@@ -200,7 +204,7 @@ fn range_options_behave_as_in_etcd() {
     assert_eq!(sorted(None, Key), ["k1", "k2", "k3"]);
     assert_eq!(sorted(Ascend, Key), ["k1", "k2", "k3"]);
     assert_eq!(sorted(Descend, Key), ["k3", "k2", "k1"]);
-    // versions 1, 2, 3; creates 1, 2, 3; mods 1, 4, 6; values c, d, f
+    // versions 1, 2, 3; creates 2, 3, 4; mods 2, 5, 7; values c, d, f
     assert_eq!(sorted(Descend, Version), ["k3", "k2", "k1"]);
     assert_eq!(sorted(None, Version), ["k1", "k2", "k3"]); // NONE + non-key target = ascend
     assert_eq!(sorted(Descend, Create), ["k3", "k2", "k1"]);
@@ -208,7 +212,7 @@ fn range_options_behave_as_in_etcd() {
     assert_eq!(sorted(Descend, Mod), ["k3", "k2", "k1"]);
     assert_eq!(sorted(Ascend, Value), ["k1", "k2", "k3"]);
     assert_eq!(sorted(Descend, Value), ["k3", "k2", "k1"]);
-    f.put("k1", "zz"); // 8
+    f.put("k1", "zz"); // 9
     assert_eq!(sorted(Descend, Value), ["k1", "k3", "k2"]);
     assert_eq!(sorted(None, Value), ["k2", "k3", "k1"]);
     // Sort happens before the limit.
@@ -238,25 +242,25 @@ fn range_options_behave_as_in_etcd() {
         let r = range(req);
         (keys(&r), r.count)
     };
-    // mods now: k1 8, k2 4, k3 6; creates: 1, 2, 3
+    // mods now: k1 9, k2 5, k3 7; creates: 2, 3, 4
     assert_eq!(
         filtered(RangeRequest {
-            min_mod_revision: 5,
+            min_mod_revision: 6,
             ..RangeRequest::prefix("k")
         }),
         (vec!["k1".into(), "k3".into()], 3)
     );
     assert_eq!(
         filtered(RangeRequest {
-            max_mod_revision: 6,
+            max_mod_revision: 7,
             ..RangeRequest::prefix("k")
         }),
         (vec!["k2".into(), "k3".into()], 3)
     );
     assert_eq!(
         filtered(RangeRequest {
-            min_create_revision: 2,
-            max_create_revision: 2,
+            min_create_revision: 3,
+            max_create_revision: 3,
             ..RangeRequest::prefix("k")
         }),
         (vec!["k2".into()], 3)
@@ -264,7 +268,7 @@ fn range_options_behave_as_in_etcd() {
     // A filter that drops everything below the limit leaves `more` false.
     let r = range(RangeRequest {
         limit: 1,
-        min_create_revision: 3,
+        min_create_revision: 4,
         ..RangeRequest::prefix("k")
     });
     assert_eq!((keys(&r), r.more), (vec!["k3".to_string()], false));

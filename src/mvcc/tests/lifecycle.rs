@@ -5,62 +5,62 @@ use super::*;
 #[test]
 fn compaction_removes_history_and_keeps_latest_values() {
     let f = Fixture::new();
-    f.put("a", "1"); // 1
-    f.put("a", "2"); // 2
-    f.put("b", "1"); // 3
-    f.delete("b"); // 4
-    f.put("c", "1"); // 5
-    f.put("a", "3"); // 6
+    f.put("a", "1"); // 2
+    f.put("a", "2"); // 3
+    f.put("b", "1"); // 4
+    f.delete("b"); // 5
+    f.put("c", "1"); // 6
+    f.put("a", "3"); // 7
     assert_eq!(f.kv_records(), 6);
-    let uncompacted = f.store().hash_kv(6).unwrap();
+    let uncompacted = f.store().hash_kv(7).unwrap();
 
-    assert_eq!(f.apply(|b| b.compact(5).unwrap()), 6);
-    assert_eq!(f.store().compacted_revision(), 5);
+    assert_eq!(f.apply(|b| b.compact(6).unwrap()), 7);
+    assert_eq!(f.store().compacted_revision(), 6);
     assert!(matches!(
-        f.get_at("a", 4),
+        f.get_at("a", 5),
         Err(MvccError::Compacted {
-            requested: 4,
-            compacted: 5
+            requested: 5,
+            compacted: 6
         })
     ));
-    // a@1 and b's whole life (put 3, tombstone 4) go; a@2, c@5, a@6 stay. The records are
+    // a@2 and b's whole life (put 4, tombstone 5) go; a@3, c@6, a@7 stay. The records are
     // deleted by the following batches, or by remove_compacted.
     assert_eq!(f.store().pending_compaction_deletes(), 3);
     assert_eq!(f.kv_records(), 6);
-    let before = f.store().hash_kv(6).unwrap();
+    let before = f.store().hash_kv(7).unwrap();
     assert_ne!(before.hash, uncompacted.hash);
-    assert_eq!(before.compact_revision, 5);
+    assert_eq!(before.compact_revision, 6);
     let sync = WriteOptions::default();
     assert_eq!(f.store().remove_compacted(&sync).unwrap(), 0);
     assert_eq!(f.kv_records(), 3);
-    assert_eq!(f.get_at("a", 5).unwrap().unwrap().value, b"2");
-    assert_eq!(f.get_at("b", 5).unwrap(), None);
+    assert_eq!(f.get_at("a", 6).unwrap().unwrap().value, b"2");
+    assert_eq!(f.get_at("b", 6).unwrap(), None);
     let a = f.get("a").unwrap();
     assert_eq!(
         (a.value.as_slice(), a.version, a.create_revision),
-        (&b"3"[..], 3, 1)
+        (&b"3"[..], 3, 2)
     );
     // The hash of what survived is the same whatever was removed below it.
-    assert_eq!(f.store().hash_kv(6).unwrap().hash, before.hash);
+    assert_eq!(f.store().hash_kv(7).unwrap().hash, before.hash);
     assert!(matches!(
-        f.store().hash_kv(5),
+        f.store().hash_kv(6),
         Err(MvccError::Compacted { .. })
     ));
 
-    let err = f.apply(|b| b.compact(5)).unwrap_err();
+    let err = f.apply(|b| b.compact(6)).unwrap_err();
     assert!(matches!(err, MvccError::Compacted { .. }), "{err}");
-    let err = f.apply(|b| b.compact(7)).unwrap_err();
+    let err = f.apply(|b| b.compact(8)).unwrap_err();
     assert!(matches!(err, MvccError::FutureRevision { .. }), "{err}");
 
     // Compacting at the current revision after deleting everything removes everything.
-    f.delete("c"); // 7
-    f.apply(|b| b.delete_range(&DeleteRangeRequest::key("a")).unwrap()); // 8
-    f.apply(|b| b.compact(8).unwrap());
+    f.delete("c"); // 8
+    f.apply(|b| b.delete_range(&DeleteRangeRequest::key("a")).unwrap()); // 9
+    f.apply(|b| b.compact(9).unwrap());
     assert_eq!(f.store().remove_compacted(&sync).unwrap(), 0);
     assert_eq!(f.kv_records(), 0);
     assert_eq!(f.store().range(&RangeRequest::prefix("")).unwrap().count, 0);
-    assert_eq!(f.put("a", "new").revision, 9);
-    assert_eq!(f.get("a").unwrap().create_revision, 9);
+    assert_eq!(f.put("a", "new").revision, 10);
+    assert_eq!(f.get("a").unwrap().create_revision, 10);
 }
 
 #[test]
@@ -69,33 +69,33 @@ fn compacted_revision_survives_reopen_and_chunked_removal_resumes() {
         compaction_batch_limit: 2,
     });
     for i in 0..5 {
-        f.put("k", &i.to_string()); // 1..=5
+        f.put("k", &i.to_string()); // 2..=6
     }
     f.delete("gone"); // nothing
-    f.put("gone", "x"); // 6
-    f.delete("gone"); // 7
+    f.put("gone", "x"); // 7
+    f.delete("gone"); // 8
     let hash = f.store().hash().unwrap();
     assert_eq!(f.kv_records(), 7);
 
-    // Compaction at 7 removes k@1..4, gone@6, gone@7: six records, two per later batch.
-    f.apply(|b| b.compact(7).unwrap());
+    // Compaction at 8 removes k@2..5, gone@7, gone@8: six records, two per later batch.
+    f.apply(|b| b.compact(8).unwrap());
     assert_eq!(f.store().pending_compaction_deletes(), 6);
     assert_eq!(f.kv_records(), 7);
     f.apply(|_| ());
     assert_eq!(f.store().pending_compaction_deletes(), 4);
     assert_eq!(f.kv_records(), 5);
     // Readers and hashes do not care how far the removal got.
-    assert!(f.get_at("k", 6).is_err());
+    assert!(f.get_at("k", 7).is_err());
     assert_eq!(f.get("k").unwrap().value, b"4");
     let compacted_hash = f.store().hash().unwrap();
     assert_ne!(compacted_hash, hash);
 
     // A restart mid-way keeps the compaction and resumes the removal.
     f.reopen();
-    assert_eq!(f.store().compacted_revision(), 7);
+    assert_eq!(f.store().compacted_revision(), 8);
     assert_eq!(f.store().pending_compaction_deletes(), 4);
     assert_eq!(f.store().hash().unwrap(), compacted_hash);
-    assert!(f.get_at("k", 6).is_err());
+    assert!(f.get_at("k", 7).is_err());
     f.apply(|_| ());
     f.apply(|_| ());
     assert_eq!(f.store().pending_compaction_deletes(), 0);
@@ -106,10 +106,10 @@ fn compacted_revision_survives_reopen_and_chunked_removal_resumes() {
         .get_cf(db.cf_handle(CF_META).unwrap(), b"compact_finished_revision")
         .unwrap()
         .unwrap();
-    assert_eq!(finished, 7i64.to_be_bytes());
+    assert_eq!(finished, 8i64.to_be_bytes());
 
     f.reopen();
-    assert_eq!(f.store().compacted_revision(), 7);
+    assert_eq!(f.store().compacted_revision(), 8);
     assert_eq!(f.store().pending_compaction_deletes(), 0);
     assert_eq!(f.get("k").unwrap().version, 5);
     assert_eq!(f.get("gone"), None);
@@ -118,58 +118,58 @@ fn compacted_revision_survives_reopen_and_chunked_removal_resumes() {
 #[test]
 fn reopen_rebuilds_the_index_and_revisions_continue() {
     let mut f = Fixture::new();
-    f.put("a", "1"); // 1
-    f.put("a", "2"); // 2
+    f.put("a", "1"); // 2
+    f.put("a", "2"); // 3
     f.apply(|b| {
         b.put(&PutRequest {
             lease: 42,
             ..PutRequest::new("l", "x")
         })
         .unwrap()
-    }); // 3
-    f.delete("a"); // 4
-    f.put("a", "3"); // 5
+    }); // 4
+    f.delete("a"); // 5
+    f.put("a", "3"); // 6
     let hash = f.store().hash().unwrap();
     f.reopen();
-    assert_eq!(f.store().current_revision(), 5);
+    assert_eq!(f.store().current_revision(), 6);
     assert_eq!(f.store().hash().unwrap(), hash);
-    assert_eq!(f.get_at("a", 2).unwrap().unwrap().version, 2);
-    assert_eq!(f.get_at("a", 4).unwrap(), None);
+    assert_eq!(f.get_at("a", 3).unwrap().unwrap().version, 2);
+    assert_eq!(f.get_at("a", 5).unwrap(), None);
     assert_eq!(f.store().keys_with_lease(42), vec![b"l".to_vec()]);
-    assert_eq!(f.put("a", "4").revision, 6);
+    assert_eq!(f.put("a", "4").revision, 7);
     let a = f.get("a").unwrap();
-    assert_eq!((a.create_revision, a.version), (5, 2));
+    assert_eq!((a.create_revision, a.version), (6, 2));
 }
 
 #[test]
 fn later_requests_in_a_batch_see_earlier_ones_and_readers_see_nothing_until_publish() {
     let f = Fixture::new();
-    f.put("a", "0"); // 1
+    f.put("a", "0"); // 2
     let store = f.store();
     let mut batch = store.begin_apply().unwrap();
-    batch.put(&PutRequest::new("a", "1")).unwrap(); // 2
+    batch.put(&PutRequest::new("a", "1")).unwrap(); // 3
     let r = batch
         .txn(&TxnRequest {
             compare: vec![cmp("a", CompareResult::Equal, CompareTarget::Version(2))],
             success: vec![put_op("b", "saw-a-1")],
             failure: vec![],
         })
-        .unwrap(); // 3
+        .unwrap(); // 4
     assert!(r.succeeded);
     let d = batch
         .delete_range(&DeleteRangeRequest {
             prev_kv: true,
             ..DeleteRangeRequest::prefix("")
         })
-        .unwrap(); // 4
+        .unwrap(); // 5
     assert_eq!(d.deleted, 2);
     assert_eq!(d.prev_kvs[1].value, b"saw-a-1");
-    batch.put(&PutRequest::new("b", "again")).unwrap(); // 5
-    assert_eq!(batch.revision(), 5);
+    batch.put(&PutRequest::new("b", "again")).unwrap(); // 6
+    assert_eq!(batch.revision(), 6);
     assert_eq!(
         batch
             .range(&RangeRequest {
-                revision: 3,
+                revision: 4,
                 ..RangeRequest::prefix("")
             })
             .unwrap()
@@ -183,7 +183,7 @@ fn later_requests_in_a_batch_see_earlier_ones_and_readers_see_nothing_until_publ
     let limited = batch
         .range(&RangeRequest {
             limit: 1,
-            revision: 3,
+            revision: 4,
             ..RangeRequest::prefix("")
         })
         .unwrap();
@@ -201,14 +201,14 @@ fn later_requests_in_a_batch_see_earlier_ones_and_readers_see_nothing_until_publ
         let r = store.range(&RangeRequest::prefix("")).unwrap();
         (r.revision, keys(&r))
     };
-    assert_eq!(reader(store), (1, vec!["a".to_string()]));
+    assert_eq!(reader(store), (2, vec!["a".to_string()]));
     let mut pending = batch.finish().unwrap();
-    assert_eq!(pending.revision(), 5);
+    assert_eq!(pending.revision(), 6);
     pending.write_batch().put(b"applied", b"log id 7");
-    assert_eq!(reader(store), (1, vec!["a".to_string()]));
+    assert_eq!(reader(store), (2, vec!["a".to_string()]));
     assert!(matches!(
         store.range(&RangeRequest {
-            revision: 2,
+            revision: 3,
             ..RangeRequest::key("a")
         }),
         Err(MvccError::FutureRevision { .. })
@@ -216,12 +216,12 @@ fn later_requests_in_a_batch_see_earlier_ones_and_readers_see_nothing_until_publ
     let (wb, token) = pending.into_parts();
     store.db.write(wb).unwrap();
     std::thread::scope(|s| {
-        s.spawn(|| assert_eq!(reader(store), (1, vec!["a".to_string()])))
+        s.spawn(|| assert_eq!(reader(store), (2, vec!["a".to_string()])))
             .join()
             .unwrap();
     });
-    assert_eq!(token.publish(), 5);
-    assert_eq!(reader(store), (5, vec!["b".to_string()]));
+    assert_eq!(token.publish(), 6);
+    assert_eq!(reader(store), (6, vec!["b".to_string()]));
     assert_eq!(store.db.get(b"applied").unwrap().unwrap(), b"log id 7");
 }
 
@@ -248,12 +248,13 @@ fn concurrent_readers_always_see_whole_transactions() {
                     .unwrap();
             }
         });
-        let mut last = 0;
-        while !writer.is_finished() || last < 200 {
+        // A new store is at revision 1; the 200 txns take revisions 2..=201.
+        let mut last = 1;
+        while !writer.is_finished() || last < 201 {
             let r = store.range(&RangeRequest::prefix("")).unwrap();
             assert!(r.revision >= last);
             last = r.revision;
-            if r.revision > 0 {
+            if r.revision > 1 {
                 assert_eq!(r.kvs.len(), 2);
                 assert_eq!(r.kvs[0].value, r.kvs[1].value);
                 assert_eq!(r.kvs[0].mod_revision, r.revision);
@@ -287,14 +288,14 @@ fn hash_kv_is_equal_on_stores_fed_the_same_requests() {
     }
     let (s1, s2) = (one.store(), two.store());
     assert_eq!(s1.current_revision(), s2.current_revision());
-    for rev in [0, 5, s1.current_revision()] {
+    for rev in [0, 6, s1.current_revision()] {
         assert_eq!(s1.hash_kv(rev).unwrap(), s2.hash_kv(rev).unwrap());
     }
     assert_eq!(s1.hash().unwrap(), s2.hash().unwrap());
     one.put("k9", "x");
     two.put("k9", "y");
     assert_ne!(s1.hash_kv(0).unwrap().hash, s2.hash_kv(0).unwrap().hash);
-    assert_ne!(s1.hash_kv(5).unwrap().hash, s1.hash_kv(0).unwrap().hash);
+    assert_ne!(s1.hash_kv(6).unwrap().hash, s1.hash_kv(0).unwrap().hash);
 }
 
 #[test]
@@ -305,9 +306,9 @@ fn a_synced_batch_survives_reopen() {
     batch.write_batch().put(b"applied_log_id", b"1-1");
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
-    assert_eq!(batch.finish().unwrap().commit(&sync).unwrap(), 1);
+    assert_eq!(batch.finish().unwrap().commit(&sync).unwrap(), 2);
     f.reopen();
-    assert_eq!(f.store().current_revision(), 1);
+    assert_eq!(f.store().current_revision(), 2);
     assert_eq!(f.get("durable").unwrap().value, b"yes");
     assert_eq!(
         f.store().db.get(b"applied_log_id").unwrap().unwrap(),
@@ -318,12 +319,12 @@ fn a_synced_batch_survives_reopen() {
 #[test]
 fn a_dropped_unpublished_batch_is_detected() {
     let f = Fixture::new();
-    f.put("a", "1");
+    f.put("a", "1"); // 2
     // Finished but never written: harmless, the next batch proceeds.
     let mut batch = f.store().begin_apply().unwrap();
     batch.put(&PutRequest::new("a", "2")).unwrap();
     drop(batch.finish().unwrap());
-    assert_eq!(f.put("b", "1").revision, 2);
+    assert_eq!(f.put("b", "1").revision, 3);
     // Written but never published: the store is behind and says so.
     let mut batch = f.store().begin_apply().unwrap();
     batch.put(&PutRequest::new("a", "3")).unwrap();
@@ -333,8 +334,8 @@ fn a_dropped_unpublished_batch_is_detected() {
     assert!(matches!(
         f.store().begin_apply(),
         Err(MvccError::Unpublished {
-            durable: 3,
-            published: 2,
+            durable: 4,
+            published: 3,
             ..
         })
     ));
@@ -462,24 +463,24 @@ fn throughput() {
 #[test]
 fn a_compaction_inside_a_batch_applies_to_the_requests_after_it() {
     let f = Fixture::new();
-    f.put("a", "1"); // 1
+    f.put("a", "1"); // 2
     f.apply(|b| {
-        b.put(&PutRequest::new("a", "2")).unwrap(); // 2
-        assert_eq!(b.compact(2).unwrap(), 2);
-        assert_eq!(b.compacted_revision(), 2);
+        b.put(&PutRequest::new("a", "2")).unwrap(); // 3
+        assert_eq!(b.compact(3).unwrap(), 3);
+        assert_eq!(b.compacted_revision(), 3);
         let old = RangeRequest {
-            revision: 1,
+            revision: 2,
             ..RangeRequest::key("a")
         };
         assert!(matches!(b.range(&old), Err(MvccError::Compacted { .. })));
         assert_eq!(b.range(&RangeRequest::key("a")).unwrap().kvs[0].value, b"2");
-        // Readers still see revision 1 until the batch is published.
+        // Readers still see revision 2 until the batch is published.
         assert_eq!(f.get("a").unwrap().value, b"1");
-        b.put(&PutRequest::new("a", "3")).unwrap(); // 3
+        b.put(&PutRequest::new("a", "3")).unwrap(); // 4
     });
-    assert_eq!(f.store().compacted_revision(), 2);
-    assert_eq!(f.get_at("a", 2).unwrap().unwrap().value, b"2");
-    assert!(f.get_at("a", 1).is_err());
+    assert_eq!(f.store().compacted_revision(), 3);
+    assert_eq!(f.get_at("a", 3).unwrap().unwrap().value, b"2");
+    assert!(f.get_at("a", 2).is_err());
     assert_eq!(f.store().pending_compaction_deletes(), 1);
     assert_eq!(
         f.store()
@@ -520,7 +521,8 @@ fn puts_with_an_unknown_lease_are_refused_when_the_batch_checks_leases() {
         };
         assert!(!b.txn(&t).unwrap().succeeded);
     });
-    assert_eq!(f.store().current_revision(), 3);
+    // a (2), b (3) and the second txn (4); the refused requests took no revision.
+    assert_eq!(f.store().current_revision(), 4);
     assert_eq!(f.get("d"), None);
     assert_eq!(
         f.store().keys_with_lease(1),

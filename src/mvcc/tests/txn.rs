@@ -5,18 +5,18 @@ use super::*;
 #[test]
 fn txn_compares_choose_the_branch() {
     let f = Fixture::new();
-    f.put("a", "1"); // 1
-    f.put("b", "2"); // 2
-    f.put("a", "3"); // 3
+    f.put("a", "1"); // 2
+    f.put("b", "2"); // 3
+    f.put("a", "3"); // 4
     use CompareResult::*;
     use CompareTarget::*;
     let cases = [
         (cmp("a", Equal, Version(2)), true),
         (cmp("a", Greater, Version(1)), true),
         (cmp("a", Less, Version(2)), false),
-        (cmp("a", Equal, Create(1)), true),
-        (cmp("a", Equal, Mod(3)), true),
-        (cmp("a", NotEqual, Mod(3)), false),
+        (cmp("a", Equal, Create(2)), true),
+        (cmp("a", Equal, Mod(4)), true),
+        (cmp("a", NotEqual, Mod(4)), false),
         (cmp("a", Equal, Value(b"3".to_vec())), true),
         (cmp("a", Greater, Value(b"2".to_vec())), true),
         (cmp("a", Equal, Lease(0)), true),
@@ -56,8 +56,8 @@ fn txn_compares_choose_the_branch() {
             .unwrap()
             .succeeded
     };
-    assert!(holds(range_cmp(Greater, Mod(1))));
-    assert!(!holds(range_cmp(Greater, Mod(2))));
+    assert!(holds(range_cmp(Greater, Mod(2))));
+    assert!(!holds(range_cmp(Greater, Mod(3))));
     assert!(holds(range_cmp(Less, Version(3))));
     assert!(!holds(range_cmp(Equal, Version(2))));
     // An empty range is judged like a missing key.
@@ -78,7 +78,7 @@ fn txn_compares_choose_the_branch() {
 #[test]
 fn a_txn_takes_one_revision_and_reads_its_own_writes() {
     let f = Fixture::new();
-    f.put("a", "0"); // 1
+    f.put("a", "0"); // 2
     let t = TxnRequest {
         compare: vec![cmp("a", CompareResult::Equal, CompareTarget::Version(1))],
         success: vec![
@@ -96,27 +96,27 @@ fn a_txn_takes_one_revision_and_reads_its_own_writes() {
     };
     let r = f.txn(&t).unwrap();
     assert!(r.succeeded);
-    assert_eq!(r.revision, 2);
-    assert_eq!(f.store().current_revision(), 2);
+    assert_eq!(r.revision, 3);
+    assert_eq!(f.store().current_revision(), 3);
     let rr = |i: usize| match &r.responses[i] {
         OpResult::Range(rr) => rr.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!((rr(0).kvs.len(), rr(0).revision), (0, 1));
+    assert_eq!((rr(0).kvs.len(), rr(0).revision), (0, 2));
     assert_eq!(rr(2).kvs[0].value, b"1");
-    assert_eq!(rr(2).revision, 2);
+    assert_eq!(rr(2).revision, 3);
     let OpResult::DeleteRange(d) = &r.responses[4] else {
         panic!()
     };
     assert_eq!((d.deleted, d.prev_kvs[0].value.as_slice()), (1, &b"0"[..]));
     assert_eq!(keys(&rr(5)), ["b", "c"]);
 
-    // All changes share revision 2; the history shows sub-revisions in op order.
+    // All changes share revision 3; the history shows sub-revisions in op order.
     let b = f.get("b").unwrap();
     let c = f.get("c").unwrap();
-    assert_eq!((b.mod_revision, c.mod_revision), (2, 2));
-    assert_eq!(f.get_at("a", 1).unwrap().unwrap().value, b"0");
-    assert_eq!(f.get_at("a", 2).unwrap(), None);
+    assert_eq!((b.mod_revision, c.mod_revision), (3, 3));
+    assert_eq!(f.get_at("a", 2).unwrap().unwrap().value, b"0");
+    assert_eq!(f.get_at("a", 3).unwrap(), None);
     let db = &f.store().db;
     let revs: Vec<_> = db
         .iterator_cf(db.cf_handle(CF_KV).unwrap(), IteratorMode::Start)
@@ -125,10 +125,10 @@ fn a_txn_takes_one_revision_and_reads_its_own_writes() {
     assert_eq!(
         revs,
         [
-            Revision::new(1, 0),
             Revision::new(2, 0),
-            Revision::new(2, 1),
-            Revision::new(2, 2)
+            Revision::new(3, 0),
+            Revision::new(3, 1),
+            Revision::new(3, 2)
         ]
     );
 }
@@ -136,7 +136,7 @@ fn a_txn_takes_one_revision_and_reads_its_own_writes() {
 #[test]
 fn txns_that_write_nothing_take_no_revision() {
     let f = Fixture::new();
-    f.put("a", "1");
+    f.put("a", "1"); // 2
     // Read-only.
     let r = f
         .txn(&TxnRequest {
@@ -144,7 +144,7 @@ fn txns_that_write_nothing_take_no_revision() {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(r.revision, 1);
+    assert_eq!(r.revision, 2);
     // Writes only in the branch not taken.
     let r = f
         .txn(&TxnRequest {
@@ -154,7 +154,7 @@ fn txns_that_write_nothing_take_no_revision() {
         })
         .unwrap();
     assert!(!r.succeeded);
-    assert_eq!(r.revision, 1);
+    assert_eq!(r.revision, 2);
     // A delete of nothing.
     let r = f
         .txn(&TxnRequest {
@@ -162,14 +162,14 @@ fn txns_that_write_nothing_take_no_revision() {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(r.revision, 1);
-    assert_eq!(f.store().current_revision(), 1);
+    assert_eq!(r.revision, 2);
+    assert_eq!(f.store().current_revision(), 2);
 }
 
 #[test]
 fn nested_txn_compares_see_the_state_before_the_outer_txn() {
     let f = Fixture::new();
-    f.put("a", "1"); // 1
+    f.put("a", "1"); // 2
     let nested = TxnRequest {
         compare: vec![cmp("a", CompareResult::Equal, CompareTarget::Version(1))],
         success: vec![put_op("n", "saw-old-a")],
@@ -181,7 +181,7 @@ fn nested_txn_compares_see_the_state_before_the_outer_txn() {
         failure: vec![],
     };
     let r = f.txn(&t).unwrap();
-    assert_eq!(r.revision, 2);
+    assert_eq!(r.revision, 3);
     let OpResult::Txn(inner) = &r.responses[1] else {
         panic!()
     };
@@ -190,13 +190,13 @@ fn nested_txn_compares_see_the_state_before_the_outer_txn() {
         panic!()
     };
     assert_eq!(read.kvs[0].value, b"saw-old-a");
-    assert_eq!(f.get("n").unwrap().mod_revision, 2);
+    assert_eq!(f.get("n").unwrap().mod_revision, 3);
 }
 
 #[test]
 fn invalid_txns_are_refused_before_changing_anything() {
     let f = Fixture::new();
-    f.put("a", "1"); // 1
+    f.put("a", "1"); // 2
     let dup = TxnRequest {
         success: vec![put_op("x", "1"), put_op("x", "2")],
         ..Default::default()
@@ -217,7 +217,7 @@ fn invalid_txns_are_refused_before_changing_anything() {
         success: vec![
             put_op("x", "1"),
             Op::Range(RangeRequest {
-                revision: 2,
+                revision: 3,
                 ..RangeRequest::key("a")
             }),
         ],
@@ -227,7 +227,7 @@ fn invalid_txns_are_refused_before_changing_anything() {
         f.txn(&future),
         Err(MvccError::FutureRevision { .. })
     ));
-    assert_eq!(f.store().current_revision(), 1);
+    assert_eq!(f.store().current_revision(), 2);
     assert_eq!(f.get("x"), None);
 
     // The batch stays usable after a refused request.
@@ -235,7 +235,7 @@ fn invalid_txns_are_refused_before_changing_anything() {
         assert!(b.txn(&dup).is_err());
         b.put(&PutRequest::new("x", "ok")).unwrap();
     });
-    assert_eq!(f.get("x").unwrap().mod_revision, 2);
+    assert_eq!(f.get("x").unwrap().mod_revision, 3);
 
     assert!(matches!(
         f.store().read_txn(&TxnRequest {

@@ -1,0 +1,149 @@
+//! What every service of a member shares: the raft node, the IDs, the limits, the alarms.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prost::Message;
+use rocksdb::DB;
+use tonic::Status;
+
+use super::proto::etcdserverpb as pb;
+use super::status::EtcdError;
+use crate::raft::{RaftNode, RaftNodeError};
+
+/// The etcd API version rampart implements, reported by Status (clients gate features on it).
+pub const API_VERSION: &str = "3.5.0";
+
+/// Request limits, as etcd's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// --max-request-bytes
+    pub max_request_bytes: usize,
+    /// --max-txn-ops
+    pub max_txn_ops: usize,
+    /// --quota-backend-bytes
+    pub quota_backend_bytes: u64,
+}
+
+/// The state the etcd services of one member share.
+pub struct Core {
+    /// The raft node (proposals, linearizable reads, the MVCC store).
+    pub node: RaftNode,
+    /// The cluster ID.
+    pub cluster_id: u64,
+    /// This member's ID.
+    pub member_id: u64,
+    /// Request limits.
+    pub limits: Limits,
+    /// The member's database (sizes, defragmentation, snapshots).
+    pub db: Arc<DB>,
+    /// Where temporary snapshot files go.
+    pub tmp_dir: std::path::PathBuf,
+    nospace: AtomicBool,
+}
+
+impl Core {
+    /// Bundles a member's shared state.
+    pub fn new(
+        node: RaftNode,
+        cluster_id: u64,
+        member_id: u64,
+        limits: Limits,
+        db: Arc<DB>,
+        tmp_dir: std::path::PathBuf,
+    ) -> Core {
+        let core = Core {
+            node,
+            cluster_id,
+            member_id,
+            limits,
+            db,
+            tmp_dir,
+            nospace: AtomicBool::new(false),
+        };
+        // A member restarted over its quota raises the alarm again at once.
+        core.check_quota();
+        core
+    }
+
+    /// A response header at `revision`.
+    pub fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.node.term(),
+        }
+    }
+
+    /// Refuses a request larger than --max-request-bytes, as etcd does.
+    pub fn check_size(&self, req: &impl Message) -> Result<(), Status> {
+        if req.encoded_len() > self.limits.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.into());
+        }
+        Ok(())
+    }
+
+    /// Bytes the database occupies on disk (SST files and memtables of every column family).
+    pub fn db_size(&self) -> i64 {
+        self.db_property("rocksdb.total-sst-files-size")
+            + self.db_property("rocksdb.cur-size-all-mem-tables")
+    }
+
+    /// Bytes of live data (what a defragmentation would leave).
+    pub fn db_size_in_use(&self) -> i64 {
+        self.db_property("rocksdb.estimate-live-data-size")
+            + self.db_property("rocksdb.cur-size-all-mem-tables")
+    }
+
+    fn db_property(&self, name: &str) -> i64 {
+        let mut total = 0u64;
+        for cf in self.column_families() {
+            if let Some(handle) = self.db.cf_handle(&cf)
+                && let Ok(Some(v)) = self.db.property_int_value_cf(handle, name)
+            {
+                total += v;
+            }
+        }
+        total as i64
+    }
+
+    /// Every column family of the member's database.
+    pub fn column_families(&self) -> Vec<String> {
+        crate::server::storage::all_column_families()
+    }
+
+    /// Raises NOSPACE when the database outgrew the quota; returns whether it is raised.
+    pub fn check_quota(&self) -> bool {
+        if self.db_size() as u64 > self.limits.quota_backend_bytes
+            && !self.nospace.swap(true, Ordering::SeqCst)
+        {
+            tracing::error!(
+                quota = self.limits.quota_backend_bytes,
+                size = self.db_size(),
+                "database space exceeded: NOSPACE alarm raised; compact, defragment, then disarm the alarm"
+            );
+        }
+        self.nospace.load(Ordering::SeqCst)
+    }
+
+    /// Whether the NOSPACE alarm is raised.
+    pub fn nospace(&self) -> bool {
+        self.nospace.load(Ordering::SeqCst)
+    }
+
+    /// Clears the NOSPACE alarm (etcdctl alarm disarm); it is raised again if still over quota.
+    pub fn disarm_nospace(&self) {
+        self.nospace.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A raft failure as etcd reports it.
+pub fn raft_status(e: RaftNodeError) -> Status {
+    match e {
+        RaftNodeError::NoLeader => EtcdError::NoLeader.into(),
+        RaftNodeError::LeaderChanged => EtcdError::LeaderChanged.into(),
+        RaftNodeError::Stopped(_) => EtcdError::Stopped.into(),
+        _ => EtcdError::Corrupt.into(),
+    }
+}

@@ -1,0 +1,291 @@
+//! The raft state machine: committed commands applied to the MVCC store, exactly once.
+//!
+//! Each call to `apply` takes every entry openraft hands over, applies them in log order in one
+//! MVCC batch (later entries see earlier ones), and writes the changes together with the last
+//! applied log id and membership in ONE RocksDB WriteBatch. Replies go out after that write.
+//!
+//! Durability: the batch is written without its own fsync. The raft log shares this RocksDB
+//! instance and its write-ahead log, and every log append is fsynced; RocksDB recovers a prefix
+//! of its WAL, so after a crash the state is that of some applied log id, never torn, and
+//! openraft re-applies the committed entries after it (they are in the fsynced log). Logs are
+//! purged only up to a snapshot, and a snapshot reads the applied id from the same RocksDB view
+//! as the data it copies, so purging never outruns durable state.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use futures_util::{Stream, StreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use rocksdb::{DB, WriteOptions};
+
+use super::command::{self, Rejection, StateCommand, StateResult};
+use super::snapshot::{self, SnapshotFile};
+use super::types::{CommandResponse, LogId, StoredMembership, TypeConfig};
+use crate::mvcc::{ApplyBatch, MvccError, MvccStore};
+
+/// Column family of the state machine's own metadata.
+pub const CF_SM_META: &str = "sm_meta";
+/// Key of the last applied log id in [`CF_SM_META`].
+pub(crate) const KEY_APPLIED: &[u8] = b"applied";
+/// Key of the last applied membership in [`CF_SM_META`].
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+/// The MVCC store of a member, replaceable as a whole when a snapshot is installed.
+/// Readers clone the current `Arc` and read from it.
+#[derive(Debug)]
+pub struct SharedStore {
+    current: RwLock<Arc<MvccStore>>,
+}
+
+impl SharedStore {
+    /// Wraps an opened store.
+    pub fn new(store: MvccStore) -> Arc<SharedStore> {
+        Arc::new(SharedStore {
+            current: RwLock::new(Arc::new(store)),
+        })
+    }
+
+    /// The current store.
+    pub fn get(&self) -> Arc<MvccStore> {
+        // A poisoned lock only means a panic elsewhere while swapping; the Arc inside is intact.
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, store: MvccStore) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
+    }
+}
+
+/// rampart's [`RaftStateMachine`].
+pub struct StateMachine {
+    db: Arc<DB>,
+    store: Arc<SharedStore>,
+    snapshot_dir: PathBuf,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+fn storage_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(e)
+}
+
+fn meta_cf(db: &DB) -> io::Result<&rocksdb::ColumnFamily> {
+    db.cf_handle(CF_SM_META)
+        .ok_or_else(|| io::Error::other(format!("RocksDB column family {CF_SM_META} is missing")))
+}
+
+impl StateMachine {
+    /// Opens the state machine on `db` (which must have [`CF_SM_META`] and the MVCC column
+    /// families); snapshots live in `snapshot_dir`.
+    pub fn open(
+        db: Arc<DB>,
+        store: Arc<SharedStore>,
+        snapshot_dir: PathBuf,
+    ) -> io::Result<StateMachine> {
+        std::fs::create_dir_all(&snapshot_dir)?;
+        let cf = meta_cf(&db)?;
+        let applied = match db.get_cf(cf, KEY_APPLIED).map_err(storage_err)? {
+            Some(bytes) => command::decode::<Option<LogId>>(&bytes)
+                .ok_or_else(|| io::Error::other("corrupt applied log id"))?,
+            None => None,
+        };
+        let membership = match db.get_cf(cf, KEY_MEMBERSHIP).map_err(storage_err)? {
+            Some(bytes) => command::decode::<StoredMembership>(&bytes)
+                .ok_or_else(|| io::Error::other("corrupt membership"))?,
+            None => StoredMembership::default(),
+        };
+        Ok(StateMachine {
+            db,
+            store,
+            snapshot_dir,
+            applied,
+            membership,
+        })
+    }
+
+    /// The store readers use.
+    pub fn store(&self) -> Arc<SharedStore> {
+        self.store.clone()
+    }
+}
+
+fn rejection(e: MvccError) -> Result<Rejection, MvccError> {
+    Ok(match e {
+        MvccError::KeyNotFound => Rejection::KeyNotFound,
+        MvccError::Compacted { .. } => Rejection::Compacted,
+        MvccError::FutureRevision { .. } => Rejection::FutureRevision,
+        MvccError::DuplicateKey => Rejection::DuplicateKey,
+        MvccError::LeaseNotFound(_) => Rejection::LeaseNotFound,
+        other => return Err(other),
+    })
+}
+
+fn apply_command(batch: &mut ApplyBatch<'_>, bytes: &[u8]) -> Result<StateResult, MvccError> {
+    let Some(cmd) = command::decode::<StateCommand>(bytes) else {
+        return Ok(StateResult::Rejected(Rejection::Undecodable));
+    };
+    let outcome = match &cmd {
+        StateCommand::Put(req) => batch.put(req).map(StateResult::Put),
+        StateCommand::DeleteRange(req) => batch.delete_range(req).map(StateResult::DeleteRange),
+        StateCommand::Txn(req) => batch.txn(req).map(StateResult::Txn),
+        StateCommand::Compact { revision } => {
+            batch.compact(*revision).map(|_| StateResult::Compacted {
+                revision: batch.revision(),
+            })
+        }
+    };
+    match outcome {
+        Ok(result) => Ok(result),
+        Err(e) => rejection(e).map(StateResult::Rejected),
+    }
+}
+
+/// Applies `entries` in one batch and one RocksDB write; returns one result per entry.
+fn apply_entries(
+    db: &DB,
+    store: &MvccStore,
+    entries: &[super::types::Entry],
+    membership: &mut StoredMembership,
+) -> io::Result<(Vec<StateResult>, Option<LogId>)> {
+    let mut batch = store.begin_apply().map_err(storage_err)?;
+    let mut results = Vec::with_capacity(entries.len());
+    let mut last = None;
+    for entry in entries {
+        let result = match &entry.payload {
+            EntryPayload::Blank => StateResult::Nothing,
+            EntryPayload::Normal(cmd) => apply_command(&mut batch, &cmd.0).map_err(storage_err)?,
+            EntryPayload::Membership(m) => {
+                *membership = StoredMembership::new(Some(entry.log_id()), m.clone());
+                StateResult::Nothing
+            }
+        };
+        results.push(result);
+        last = Some(entry.log_id());
+    }
+    let cf = meta_cf(db)?;
+    let wb = batch.write_batch();
+    wb.put_cf(cf, KEY_APPLIED, command::encode(&last));
+    wb.put_cf(cf, KEY_MEMBERSHIP, command::encode(membership));
+    let pending = batch.finish().map_err(storage_err)?;
+    let (wb, token) = pending.into_parts();
+    let mut opts = WriteOptions::default();
+    // See the module docs: the fsynced raft log in the same WAL makes this durable.
+    opts.set_sync(false);
+    db.write_opt(wb, &opts).map_err(storage_err)?;
+    token.publish();
+    Ok((results, last))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let db = self.db.clone();
+        let store = self.store.get();
+        let mut membership = self.membership.clone();
+        let (results, last, membership) = tokio::task::spawn_blocking(move || {
+            apply_entries(&db, &store, &batch, &mut membership)
+                .map(|(r, last)| (r, last, membership))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.applied = last;
+        self.membership = membership;
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(responder) = responder {
+                responder.send(CommandResponse(command::encode(&result).into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &openraft::alias::SnapshotMetaOf<TypeConfig>,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        let expected = meta.last_log_id;
+        let store = tokio::task::spawn_blocking(move || -> io::Result<MvccStore> {
+            let installed = snapshot::install(&db, &snapshot)?;
+            if installed.last_log_id != expected {
+                return Err(io::Error::other(
+                    "snapshot content does not match its metadata",
+                ));
+            }
+            snapshot::keep_only(&dir, &snapshot)?;
+            MvccStore::open(db).map_err(storage_err)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.store.replace(store);
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let dir = self.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || snapshot::current(&dir))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+/// Builds a snapshot file from a consistent RocksDB view.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let db = self.db.clone();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let snap = snapshot::build(&db, &dir)?;
+            snapshot::keep_only(&dir, &snap.snapshot)?;
+            Ok(snap)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}

@@ -1,0 +1,166 @@
+//! Refused at the door: what a member's client port does with callers it must not serve.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Member, TestPki, run_ok, tool};
+
+/// Writes an expired client certificate signed by the PKI's CA; returns (cert, key) paths.
+fn expired_client(pki: &TestPki) -> (String, String) {
+    let ca_pem = std::fs::read_to_string(pki.dir.join("ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir.join("ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "old");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now - time::Duration::days(1);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://rampart/user/old".try_into().unwrap(),
+    )];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let cert_path = pki.tmp.path().join("old.crt");
+    let key_path = pki.tmp.path().join("old.key");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn the_client_port_refuses_every_caller_it_must_not_serve() {
+    let Some(etcdctl) = tool("etcdctl") else {
+        return;
+    };
+    let pki = TestPki::init(&["--client", "root", "--client", "mallory"]);
+    // Revoked before the member starts (live CRL reload is a separate feature).
+    run_ok(&["pki", "revoke", "mallory", "--dir", pki.dir_arg()]);
+    let member = Member::start(&pki, "rampart-0");
+    let other = TestPki::init(&[]);
+    let (old_crt, old_key) = expired_client(&pki);
+    let ca = pki.path("ca.crt");
+
+    let get = |extra: &[&str]| {
+        Command::new(&etcdctl)
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &member.client_url,
+                "--cacert",
+                &ca,
+                "--dial-timeout",
+                "2s",
+                "--command-timeout",
+                "3s",
+            ])
+            .args(extra)
+            .args(["get", "k"])
+            .output()
+            .unwrap()
+    };
+    let ok = get(&[
+        "--cert",
+        &pki.path("clients/root.crt"),
+        "--key",
+        &pki.path("clients/root.key"),
+    ]);
+    assert!(
+        ok.status.success(),
+        "the valid client is served: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("no client certificate", vec![], "sent no certificate"),
+        (
+            "a certificate from another CA",
+            vec![
+                "--cert".into(),
+                other.path("clients/root.crt"),
+                "--key".into(),
+                other.path("clients/root.key"),
+            ],
+            "not signed by this cluster's CA",
+        ),
+        (
+            "an expired certificate",
+            vec!["--cert".into(), old_crt, "--key".into(), old_key],
+            "expired",
+        ),
+        (
+            "a revoked certificate",
+            vec![
+                "--cert".into(),
+                pki.path("clients/mallory.crt"),
+                "--key".into(),
+                pki.path("clients/mallory.key"),
+            ],
+            "revoked",
+        ),
+    ];
+    for (case, args, reason) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = get(&args);
+        assert!(!r.status.success(), "{case}: must be refused");
+        assert!(r.stdout.is_empty(), "{case}: nothing served");
+        let log = member.log_text();
+        assert!(
+            log.contains(reason),
+            "{case}: the member logs why ({reason}); log:\n{log}"
+        );
+    }
+
+    // Plaintext: the connection is closed without an HTTP or gRPC answer.
+    let addr = member.client_url.trim_start_matches("https://");
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"),
+        "plaintext got an answer"
+    );
+
+    // TLS 1.2, even with a valid certificate.
+    if let Some(openssl) = tool("openssl") {
+        let r = Command::new(openssl)
+            .args([
+                "s_client",
+                "-connect",
+                addr,
+                "-tls1_2",
+                "-cert",
+                &pki.path("clients/root.crt"),
+                "-key",
+                &pki.path("clients/root.key"),
+                "-CAfile",
+                &ca,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&r.stdout).into_owned() + &String::from_utf8_lossy(&r.stderr);
+        assert!(
+            !text.contains("Protocol  : TLSv1.2") || text.contains("alert"),
+            "TLS 1.2 was accepted: {text}"
+        );
+        assert!(!r.status.success() || text.contains("alert"), "{text}");
+    }
+}
