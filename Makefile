@@ -12,7 +12,7 @@ LOCAL_DIR := .local
 PKI_DIR := $(LOCAL_DIR)/pki
 RAMPART := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/rampart
 
-.PHONY: deps build test run fmt lint clean-local
+.PHONY: deps build test run fmt lint clean-local bench
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -45,9 +45,21 @@ run: build
 	fi
 	@$(RAMPART) pki list --dir $(PKI_DIR) -w table
 	@echo
-	@echo "The PKI for the local 3-member cluster is in $(PKI_DIR)."
-	@echo "rampart serve does not exist yet: the member and the cluster come next,"
-	@echo "and 'make run' will start the local cluster here once they do."
+	@echo "Starting member rampart-0 on https://127.0.0.1:2379 (data in $(LOCAL_DIR)/data/rampart-0)."
+	@echo "This build runs single-member clusters; rampart-1 and rampart-2 join once the peer transport lands."
+	@echo "Connect from another terminal:"
+	@echo "  $(RAMPART) kv put greeting hello --pki-dir $(PKI_DIR)"
+	@echo "  ETCDCTL_API=3 etcdctl --endpoints https://127.0.0.1:2379 --cacert $(PKI_DIR)/ca.crt \\"
+	@echo "      --cert $(PKI_DIR)/clients/root.crt --key $(PKI_DIR)/clients/root.key get greeting"
+	@echo "Ctrl-C stops it."
+	@mkdir -p $(LOCAL_DIR)/data
+	exec $(RAMPART) serve --name rampart-0 --data-dir $(LOCAL_DIR)/data/rampart-0 --pki-dir $(PKI_DIR) \
+		--listen-client-urls https://127.0.0.1:2379 --listen-peer-urls https://127.0.0.1:2380
 
 clean-local:
 	rm -rf $(LOCAL_DIR)
+
+# Benchmarks (not tests): rampart vs etcd on this machine, and PKI bootstrap time.
+bench:
+	bash bench/pki-init.sh
+	bash bench/kv.sh
