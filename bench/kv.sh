@@ -52,7 +52,7 @@ row() { # name endpoint op clients extra...
   local name=$1 ep=$2 op=$3 c=$4; shift 4
   local conns=$(( c < 8 ? c : 8 ))
   "$RAMPART" bench --endpoints "$ep" --pki-dir "$P" --clients "$c" --conns "$conns" --total "$TOTAL" -w json "$op" "$@" \
-    | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"{r[\"ops_per_sec\"]:.0f} | {r[\"p50_ms\"]:.2f} | {r[\"p99_ms\"]:.2f}")'
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f | %.2f | %.2f" % (r["ops_per_sec"], r["p50_ms"], r["p99_ms"]))'
 }
 
 echo "| workload | clients | rampart ops/s | p50 ms | p99 ms | etcd $(etcd --version | head -1 | awk '{print $3}') ops/s | p50 ms | p99 ms |"

@@ -141,16 +141,7 @@ struct CompactArgs {
 }
 
 /// etcd's prefix range end: the prefix with its last byte below 0xff incremented.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use crate::mvcc::prefix_range_end as prefix_end;
 
 fn range_end(key: &[u8], explicit: Option<&str>, flags: &RangeFlags) -> anyhow::Result<Vec<u8>> {
     if flags.prefix && flags.from_key {

@@ -317,6 +317,24 @@ impl Member {
         ]
     }
 
+    /// Runs etcdctl as client `user` with `input` on its stdin (values too big for argv, txns).
+    pub fn etcdctl_with_stdin(&self, user: &str, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(tool("etcdctl").expect("etcdctl is installed"))
+            .env("ETCDCTL_API", "3")
+            .args(self.etcdctl_args(user))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl runs");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).expect("etcdctl reads stdin");
+        }
+        child.wait_with_output().expect("etcdctl finishes")
+    }
+
     /// Runs etcdctl (API v3) as client `user`.
     pub fn etcdctl(&self, user: &str, args: &[&str]) -> Output {
         Command::new(tool("etcdctl").expect("etcdctl is installed"))

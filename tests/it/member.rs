@@ -1,7 +1,6 @@
 //! A single member driven by real clients: etcdctl 3.4 and rampart's own CLI, over mutual TLS.
 
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Output;
 
 use crate::harness::{Member, TestPki, tool};
 
@@ -79,25 +78,7 @@ fn etcdctl_drives_every_kv_operation() {
     assert!(json["header"]["raft_term"].as_u64().unwrap() > 0);
 
     // Transactions, both branches.
-    let txn = |input: &str| {
-        let mut child = Command::new(tool("etcdctl").unwrap())
-            .env("ETCDCTL_API", "3")
-            .args(member.etcdctl_args("root"))
-            .args(["txn"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let txn = |input: &str| member.etcdctl_with_stdin("root", &["txn"], input.as_bytes());
     let t = txn("value(\"foo\") = \"baz\"\n\nput foo qux\nget foo1\n\nput foo never\n\n");
     assert_eq!(out(&t), "SUCCESS\n\nOK\n\nfoo1\nv1\n", "{}", err(&t));
     let t = txn("mod(\"foo\") < \"3\"\n\nput foo never\n\ndel zoo\n\n");
@@ -187,23 +168,7 @@ fn requests_over_the_size_limit_get_etcds_error() {
     let member = Member::start(&pki, "rampart-0");
     // Values go through stdin (etcdctl reads it when no value is given): too big for argv.
     let put_from_stdin = |key: &str, value: String| {
-        let mut child = Command::new(tool("etcdctl").unwrap())
-            .env("ETCDCTL_API", "3")
-            .args(member.etcdctl_args("root"))
-            .args(["put", key])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(value.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        member.etcdctl_with_stdin("root", &["put", key], value.as_bytes())
     };
     let r = put_from_stdin("big", "x".repeat(1024 * 1024 + 600 * 1024)); // 1.6 MiB > 1.5 MiB
     assert!(!r.status.success());
@@ -285,5 +250,4 @@ fn restart_keeps_data_and_revisions_continue() {
     let v: serde_json::Value =
         serde_json::from_str(&out(&run(&member, &["kv", "get", "k", "--prefix"]))).unwrap();
     assert_eq!(v["count"], 20);
-    let _ = Duration::ZERO;
 }
