@@ -1,7 +1,8 @@
 //! What every service of a member shares: the raft node, the IDs, the limits, the alarms.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use rocksdb::DB;
@@ -40,7 +41,16 @@ pub struct Core {
     /// Where temporary snapshot files go.
     pub tmp_dir: std::path::PathBuf,
     nospace: AtomicBool,
+    /// Database size as last measured, and when (ms since `started`): the quota check runs on
+    /// every write, RocksDB's size properties are not free, and a second of staleness is
+    /// harmless next to a 2 GiB quota.
+    cached_size: AtomicI64,
+    measured_at_ms: AtomicI64,
+    started: Instant,
 }
+
+/// How long a measured database size is reused by the quota check.
+const SIZE_CACHE: Duration = Duration::from_secs(1);
 
 impl Core {
     /// Bundles a member's shared state.
@@ -60,6 +70,9 @@ impl Core {
             db,
             tmp_dir,
             nospace: AtomicBool::new(false),
+            cached_size: AtomicI64::new(0),
+            measured_at_ms: AtomicI64::new(i64::MIN),
+            started: Instant::now(),
         };
         // A member restarted over its quota raises the alarm again at once.
         core.check_quota();
@@ -113,9 +126,20 @@ impl Core {
         crate::server::storage::all_column_families()
     }
 
+    /// The database size, measured at most once per [`SIZE_CACHE`].
+    fn recent_db_size(&self) -> i64 {
+        let now = self.started.elapsed().as_millis() as i64;
+        let last = self.measured_at_ms.load(Ordering::Relaxed);
+        if last == i64::MIN || now - last >= SIZE_CACHE.as_millis() as i64 {
+            self.measured_at_ms.store(now, Ordering::Relaxed);
+            self.cached_size.store(self.db_size(), Ordering::Relaxed);
+        }
+        self.cached_size.load(Ordering::Relaxed)
+    }
+
     /// Raises NOSPACE when the database outgrew the quota; returns whether it is raised.
     pub fn check_quota(&self) -> bool {
-        if self.db_size() as u64 > self.limits.quota_backend_bytes
+        if self.recent_db_size() as u64 > self.limits.quota_backend_bytes
             && !self.nospace.swap(true, Ordering::SeqCst)
         {
             tracing::error!(

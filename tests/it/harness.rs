@@ -204,11 +204,17 @@ pub struct Member {
     tmp: PathBuf,
     proc: Option<Proc>,
     starts: u32,
+    extra: Vec<String>,
 }
 
 impl Member {
     /// Starts member `name` of `pki` and waits until it serves.
     pub fn start(pki: &TestPki, name: &str) -> Member {
+        Member::start_with(pki, name, &[])
+    }
+
+    /// [`Member::start`] with extra `rampart serve` flags.
+    pub fn start_with(pki: &TestPki, name: &str, extra: &[&str]) -> Member {
         let mut m = Member {
             name: name.to_owned(),
             client_url: format!("https://127.0.0.1:{}", free_port()),
@@ -218,6 +224,7 @@ impl Member {
             tmp: pki.tmp.path().to_owned(),
             proc: None,
             starts: 0,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         m.spawn();
         m.wait_ready();
@@ -249,7 +256,8 @@ impl Member {
         .arg("--data-dir")
         .arg(&self.data_dir)
         .arg("--pki-dir")
-        .arg(&self.pki_dir);
+        .arg(&self.pki_dir)
+        .args(&self.extra);
         self.proc = Some(Proc::spawn(&self.name, cmd, self.log_path()));
     }
 

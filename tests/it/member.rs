@@ -251,3 +251,27 @@ fn restart_keeps_data_and_revisions_continue() {
         serde_json::from_str(&out(&run(&member, &["kv", "get", "k", "--prefix"]))).unwrap();
     assert_eq!(v["count"], 20);
 }
+
+#[test]
+fn the_backend_quota_raises_nospace_and_refuses_puts_but_not_reads_or_deletes() {
+    if tool("etcdctl").is_none() {
+        return;
+    }
+    let pki = TestPki::init(&[]);
+    // A quota the empty database already exceeds.
+    let member = Member::start_with(&pki, "rampart-0", &["--quota-backend-bytes", "1"]);
+    let put = ctl(&member, &["put", "k", "v"]);
+    assert!(!put.status.success());
+    assert!(
+        err(&put).contains("etcdserver: mvcc: database space exceeded"),
+        "{}",
+        err(&put)
+    );
+    let alarms = out(&ctl(&member, &["alarm", "list"]));
+    assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
+    // Reads and deletes still work, as in etcd.
+    assert!(ctl(&member, &["get", "k"]).status.success());
+    assert!(ctl(&member, &["del", "k"]).status.success());
+    let status = out(&ctl(&member, &["endpoint", "status", "-w", "json"]));
+    assert!(status.contains("NOSPACE"), "{status}");
+}
