@@ -164,3 +164,94 @@ fn the_client_port_refuses_every_caller_it_must_not_serve() {
         assert!(!r.status.success() || text.contains("alert"), "{text}");
     }
 }
+
+#[test]
+fn a_member_refuses_to_start_on_bad_configuration_with_one_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = TestPki::init(&[]);
+    let loose = pki.tmp.path().join("loose.key");
+    std::fs::copy(pki.dir.join("members/rampart-0.key"), &loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = pki.tmp.path().join("data");
+    let base = |name: &str| -> Vec<String> {
+        vec![
+            "serve".into(),
+            "--name".into(),
+            name.into(),
+            "--pki-dir".into(),
+            pki.dir_arg().into(),
+            "--data-dir".into(),
+            data.to_string_lossy().into_owned(),
+            "--listen-client-urls".into(),
+            format!("https://127.0.0.1:{}", crate::harness::free_port()),
+        ]
+    };
+    let with = |name: &str, extra: &[&str]| {
+        let mut v = base(name);
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "plaintext URL",
+            with(
+                "rampart-0",
+                &["--listen-peer-urls", "http://127.0.0.1:2380"],
+            ),
+            "use https://127.0.0.1:2380",
+        ),
+        (
+            "0644 key",
+            with("rampart-0", &["--key-file", loose.to_str().unwrap()]),
+            "chmod 600",
+        ),
+        (
+            "another member's certificate",
+            with(
+                "rampart-0",
+                &[
+                    "--cert-file",
+                    &pki.path("members/rampart-1.crt"),
+                    "--key-file",
+                    &pki.path("members/rampart-1.key"),
+                ],
+            ),
+            "certificate of member rampart-1",
+        ),
+        (
+            "a client certificate",
+            with(
+                "rampart-0",
+                &[
+                    "--cert-file",
+                    &pki.path("clients/root.crt"),
+                    "--key-file",
+                    &pki.path("clients/root.key"),
+                ],
+            ),
+            "not a member certificate",
+        ),
+        (
+            "a missing key file",
+            with("rampart-0", &["--key-file", "/nonexistent/rampart.key"]),
+            "/nonexistent/rampart.key",
+        ),
+        ("no such member in the PKI", base("rampart-9"), "rampart-9"),
+    ];
+    for (case, args, expected) in cases {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = crate::harness::run(&argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{case}: must not start");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("Error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{case}: one error line, got: {stderr}");
+        assert!(
+            errors[0].contains(expected),
+            "{case}: expected {expected:?} in {stderr}"
+        );
+        assert!(!data.join("db").exists(), "{case}: no data written");
+    }
+}
