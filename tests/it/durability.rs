@@ -38,7 +38,7 @@ fn acknowledged_puts_survive_kill_9_and_revisions_continue() {
     let acked: Arc<Mutex<Vec<(u64, i64)>>> = Arc::default();
     let mut next_key = 0u64;
 
-    for (round, kill_after_ms) in [350u64, 900, 1700].into_iter().enumerate() {
+    for (round, kill_after_ms) in [0u64, 300, 900].into_iter().enumerate() {
         let stop = rt.block_on(async {
             let writers: Vec<_> = (0..4)
                 .map(|w| {
@@ -69,6 +69,14 @@ fn acknowledged_puts_survive_kill_9_and_revisions_continue() {
                     })
                 })
                 .collect();
+            // Let the stream get going (bounded, for loaded machines), then kill mid-stream.
+            let before = acked.lock().unwrap().len();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while acked.lock().unwrap().len() < before + 20
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
             writers
         });
