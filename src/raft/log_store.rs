@@ -63,8 +63,23 @@ const LIMITED_READ_BYTES: usize = 2 << 20;
 /// waits for that. The database stays open while the writer or any [`LogReader`] holds it.
 pub struct LogStore {
     shared: Arc<Shared>,
-    writer: mpsc::Sender<WriteRequest>,
-    writer_exited: oneshot::Receiver<()>,
+    /// `None` once the store is closing.
+    writer: Option<mpsc::Sender<WriteRequest>>,
+    writer_exited: Option<oneshot::Receiver<()>>,
+    /// Joined on drop, so the writer never outlives the store: a RocksDB handle still in use
+    /// while the process exits aborts it ("pthread lock: Invalid argument").
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what is queued and exit; waiting for it
+        // here is short (at most one batch) and guarantees it no longer uses the database.
+        drop(self.writer.take());
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A read-only handle on the log, for replication tasks. Cheap to clone.
@@ -163,7 +178,7 @@ impl LogStore {
         });
         let (writer, queue) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let (exited_tx, writer_exited) = oneshot::channel();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn({
                 let shared = shared.clone();
@@ -178,23 +193,21 @@ impl LogStore {
             .map_err(LogStoreError::SpawnWriter)?;
         Ok(LogStore {
             shared,
-            writer,
-            writer_exited,
+            writer: Some(writer),
+            writer_exited: Some(writer_exited),
+            writer_thread: Some(writer_thread),
         })
     }
 
     /// Stop accepting writes and wait until every queued write is done and the writer thread
     /// has released the database.
-    pub async fn close(self) {
-        let LogStore {
-            shared,
-            writer,
-            writer_exited,
-        } = self;
-        drop(writer);
-        drop(shared);
+    pub async fn close(mut self) {
+        drop(self.writer.take());
         // An error only means the thread is gone, which is what we wait for.
-        let _ = writer_exited.await;
+        if let Some(exited) = self.writer_exited.take() {
+            let _ = exited.await;
+        }
+        // Drop joins the (finished) thread.
     }
 
     /// Counters of the writer so far.
@@ -204,6 +217,8 @@ impl LogStore {
 
     async fn send(&self, request: WriteRequest) -> Result<(), LogStoreError> {
         self.writer
+            .as_ref()
+            .ok_or(LogStoreError::WriterStopped)?
             .send(request)
             .await
             .map_err(|_| LogStoreError::WriterStopped)
