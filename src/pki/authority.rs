@@ -1053,11 +1053,11 @@ mod tests {
         let err = Authority::open(&dir).unwrap_err().to_string();
         assert!(err.contains("does not belong to ca.crt"), "{err}");
 
-        fs::write(
-            layout.ca_key(),
-            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-        )
-        .unwrap();
+        // The real key with its body replaced: still PEM-shaped, no longer a key.
+        let text = String::from_utf8(own.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mangled = format!("{}\nAAAA\n{}\n", lines[0], lines[lines.len() - 1]);
+        fs::write(layout.ca_key(), mangled).unwrap();
         let err = Authority::open(&dir).unwrap_err().to_string();
         assert!(err.contains("not a usable private key"), "{err}");
         fs::write(layout.ca_key(), own).unwrap();

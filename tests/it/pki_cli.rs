@@ -243,11 +243,11 @@ fn nix_is_root() -> bool {
 fn bad_input_gets_one_clear_error_and_changes_nothing() {
     type Setup = fn(&TestPki);
     let corrupt_key: Setup = |p| {
-        std::fs::write(
-            p.dir.join("ca.key"),
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-        )
-        .unwrap()
+        // The generated key with its body replaced: still PEM-shaped, no longer a key.
+        let text = std::fs::read_to_string(p.dir.join("ca.key")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mangled = format!("{}\nAAAA\n{}\n", lines[0], lines[lines.len() - 1]);
+        std::fs::write(p.dir.join("ca.key"), mangled).unwrap()
     };
     let loose_key: Setup = |p| {
         std::fs::set_permissions(p.dir.join("ca.key"), std::fs::Permissions::from_mode(0o644))
