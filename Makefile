@@ -6,8 +6,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages a fresh machine may lack: libclang for the rocksdb crate, openssl and
 # etcd (server and etcdctl) for the interoperability tests, protoc for the etcd-client crate the
-# tests use as a second client stack (rampart itself builds without protoc).
-APT_PACKAGES := clang libclang-dev openssl etcd-client etcd-server protobuf-compiler
+# tests use as a second client stack, with the well-known .proto files it imports (rampart
+# itself builds without protoc).
+APT_PACKAGES := clang libclang-dev openssl etcd-client etcd-server protobuf-compiler libprotobuf-dev
 LOCAL_DIR := .local
 PKI_DIR := $(LOCAL_DIR)/pki
 RAMPART := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/rampart

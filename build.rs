@@ -1,4 +1,5 @@
-//! Generates the etcd v3 API (messages, clients and servers) from `proto/`.
+//! Generates the etcd v3 API and rampart's peer protocol (messages, clients and servers) from
+//! `proto/`.
 //!
 //! `protox` parses the .proto files in pure Rust, so building needs no system `protoc`.
 
@@ -12,6 +13,7 @@ const PROTO_FILES: &[&str] = &[
     "proto/etcd/api/etcdserverpb/rpc.proto",
     "proto/etcd/api/v3lock/v3lockpb/v3lock.proto",
     "proto/etcd/api/v3election/v3electionpb/v3election.proto",
+    "proto/rampart/peer/v1/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

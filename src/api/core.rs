@@ -168,6 +168,10 @@ pub fn raft_status(e: RaftNodeError) -> Status {
         RaftNodeError::NoLeader => EtcdError::NoLeader.into(),
         RaftNodeError::LeaderChanged => EtcdError::LeaderChanged.into(),
         RaftNodeError::Stopped(_) => EtcdError::Stopped.into(),
+        RaftNodeError::Timeout => EtcdError::Timeout.into(),
+        RaftNodeError::Refused(reason) => {
+            Status::failed_precondition(format!("etcdserver: {reason}"))
+        }
         _ => EtcdError::Corrupt.into(),
     }
 }

@@ -10,10 +10,13 @@ use openraft::rt::WatchReceiver;
 use rocksdb::DB;
 
 use super::command::{self, StateCommand, StateResult};
+use super::forward::{self, Forwarded, ProposeOutcome, ReadIndexOutcome};
 use super::log_store::LogStore;
-use super::network::PeerNetwork;
+use super::network::{FORWARD_TIMEOUT, MAX_PAYLOAD_ENTRIES, PeerContext, PeerNetwork, UnaryKind};
+use super::peer_proto::peer_server::PeerServer;
+use super::peer_service::PeerService;
 use super::state_machine::{SharedStore, StateMachine};
-use super::types::{Command, Node, NodeId, TypeConfig};
+use super::types::{Node, NodeId, TypeConfig};
 use crate::mvcc::MvccStore;
 
 /// Timing and log-retention settings, etcd's defaults.
@@ -50,6 +53,12 @@ pub enum RaftNodeError {
     /// The leader changed while the request was in flight; its outcome is unknown.
     #[error("leader changed")]
     LeaderChanged,
+    /// The leader refused the request (a membership rule, for example).
+    #[error("{0}")]
+    Refused(String),
+    /// The request did not complete in time (no quorum, or the leader is unreachable).
+    #[error("request timed out")]
+    Timeout,
     /// The node stopped (shut down, or a fatal storage error).
     #[error("raft node stopped: {0}")]
     Stopped(String),
@@ -100,12 +109,21 @@ pub struct RaftNode {
     raft: openraft::Raft<TypeConfig, StateMachine>,
     store: Arc<SharedStore>,
     id: NodeId,
+    peers: Arc<PeerContext>,
+    snapshot_dir: std::path::PathBuf,
+    election_timeout: Duration,
+}
+
+/// How long a write or linearizable read may wait for a leader and a quorum before failing
+/// with "request timed out" (etcd: 5 s plus two election timeouts).
+fn request_timeout(election: Duration) -> Duration {
+    Duration::from_secs(5) + 2 * election
 }
 
 impl RaftNode {
     /// Opens storage in `db`, starts raft as member `id`, and — when `bootstrap` and the log is
     /// empty — forms a new cluster of `members`. A restarted member ignores `members` and
-    /// recovers from its log, as etcd does.
+    /// recovers from its log, as etcd does. Peers are reached through `peers`.
     pub async fn start(
         id: NodeId,
         db: Arc<DB>,
@@ -113,6 +131,7 @@ impl RaftNode {
         members: BTreeMap<NodeId, Node>,
         bootstrap: bool,
         settings: &RaftSettings,
+        peers: Arc<PeerContext>,
     ) -> Result<RaftNode, RaftNodeError> {
         let start = |e: &dyn std::fmt::Display| RaftNodeError::Start(e.to_string());
         let log = LogStore::open(db.clone()).await.map_err(|e| start(&e))?;
@@ -122,8 +141,9 @@ impl RaftNode {
             .map_err(|e| start(&e))?
             .map_err(|e| start(&e))?;
         let store = SharedStore::new(mvcc);
-        let sm = StateMachine::open(db, store.clone(), data_dir.join("snapshots"))
-            .map_err(|e| start(&e))?;
+        let snapshot_dir = data_dir.join("snapshots");
+        let sm =
+            StateMachine::open(db, store.clone(), snapshot_dir.clone()).map_err(|e| start(&e))?;
         let election = settings.election_timeout.as_millis() as u64;
         let config = openraft::Config {
             cluster_name: "rampart".to_owned(),
@@ -132,47 +152,292 @@ impl RaftNode {
             election_timeout_max: election * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
             max_in_snapshot_log_to_keep: settings.keep_after_snapshot,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            // As etcd 3.5: a member that cannot win an election does not disturb the leader.
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
         .map_err(|e| start(&e))?;
-        let raft = openraft::Raft::new(id, Arc::new(config), PeerNetwork, log, sm)
+        let network = PeerNetwork::new(peers.clone());
+        let raft = openraft::Raft::new(id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| start(&e))?;
         if bootstrap && !raft.is_initialized().await.map_err(|e| start(&e))? {
             raft.initialize(members).await.map_err(|e| start(&e))?;
         }
-        Ok(RaftNode { raft, store, id })
+        Ok(RaftNode {
+            raft,
+            store,
+            id,
+            peers,
+            snapshot_dir,
+            election_timeout: settings.election_timeout,
+        })
+    }
+
+    /// The peer service that serves this node's raft to the other members; `initial` is the
+    /// initial cluster, trusted only until this member knows a membership.
+    pub fn peer_service(&self, initial: BTreeMap<NodeId, Node>) -> PeerServer<Arc<PeerService>> {
+        let service = PeerService::new(
+            self.raft.clone(),
+            self.peers.clone(),
+            initial,
+            self.snapshot_dir.clone(),
+        );
+        PeerServer::new(Arc::new(service))
+            .max_decoding_message_size(super::network::MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(super::network::MAX_PEER_MESSAGE_BYTES)
+    }
+
+    /// The node a member ID names in the current membership.
+    fn node_of(&self, id: NodeId) -> Option<Node> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// Waits until this member has applied `index` (after a forwarded write or read index).
+    async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), RaftNodeError> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "forwarded request applied here")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => RaftNodeError::Timeout,
+                other => RaftNodeError::Stopped(other.to_string()),
+            })
+    }
+
+    /// Waits for a leader other than "none", up to `deadline`.
+    async fn leader_before(&self, deadline: tokio::time::Instant) -> Result<NodeId, RaftNodeError> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.wait_for_leader(left.min(2 * self.election_timeout))
+            .await
     }
 
     /// Proposes `cmd` and waits until it is committed and applied here; returns the state
-    /// machine's answer. Acknowledged means durable on a quorum.
+    /// machine's answer. Acknowledged means durable on a quorum. A follower forwards the
+    /// command to the leader and answers once it has applied the entry itself, so a client
+    /// reads its own writes on the member it wrote through.
     pub async fn propose(&self, cmd: &StateCommand) -> Result<StateResult, RaftNodeError> {
-        let bytes = command::encode(cmd);
-        match self.raft.client_write(Command(bytes.into())).await {
-            Ok(resp) => command::decode(&resp.data.0).ok_or(RaftNodeError::BadResponse),
-            Err(openraft::error::RaftError::Fatal(f)) => Err(RaftNodeError::Stopped(f.to_string())),
-            Err(openraft::error::RaftError::APIError(e)) => match e {
-                openraft::error::ClientWriteError::ForwardToLeader(_) => {
-                    Err(RaftNodeError::NoLeader)
+        let result = self.submit(Forwarded::Write(command::encode(cmd))).await?;
+        command::decode(&result).ok_or(RaftNodeError::BadResponse)
+    }
+
+    /// Carries out `request` on the leader — here, or forwarded — and waits until this member
+    /// has applied it; returns the leader's answer bytes.
+    async fn submit(&self, request: Forwarded) -> Result<Vec<u8>, RaftNodeError> {
+        let deadline = tokio::time::Instant::now() + request_timeout(self.election_timeout);
+        let mut leader = Some(self.id);
+        loop {
+            let target = match leader {
+                Some(l) => l,
+                None => self.leader_before(deadline).await?,
+            };
+            let outcome = if target == self.id {
+                tokio::time::timeout_at(deadline, forward::execute(&self.raft, request.clone()))
+                    .await
+                    .map_err(|_| RaftNodeError::Timeout)?
+            } else {
+                let node = self.node_of(target).ok_or(RaftNodeError::NoLeader)?;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.peers
+                    .call(
+                        target,
+                        &node,
+                        UnaryKind::Propose,
+                        &request,
+                        left.min(FORWARD_TIMEOUT),
+                    )
+                    .await
+                    .map_err(|e| {
+                        tracing::debug!(error = %e, "forwarding to the leader failed");
+                        RaftNodeError::Timeout
+                    })?
+            };
+            match outcome {
+                ProposeOutcome::Applied { index, result } => {
+                    if target != self.id {
+                        self.wait_applied(index, deadline).await?;
+                    }
+                    return Ok(result);
                 }
-                _ => Err(RaftNodeError::LeaderChanged),
-            },
+                ProposeOutcome::NotLeader { leader: next } => {
+                    // Leadership moved (or is moving): retry with the leader named, in time.
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(RaftNodeError::Timeout);
+                    }
+                    if next == Some(target) || next.is_none() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    leader = next;
+                }
+                ProposeOutcome::Unknown => return Err(RaftNodeError::LeaderChanged),
+                ProposeOutcome::Refused(reason) => return Err(RaftNodeError::Refused(reason)),
+            }
         }
     }
 
     /// Waits until a read here would be linearizable: the leader confirmed its leadership with
     /// a quorum (read-index) and this member applied up to that index.
     pub async fn linearize(&self) -> Result<(), RaftNodeError> {
-        match self
-            .raft
-            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(openraft::error::RaftError::Fatal(f)) => Err(RaftNodeError::Stopped(f.to_string())),
-            Err(openraft::error::RaftError::APIError(_)) => Err(RaftNodeError::NoLeader),
+        let deadline = tokio::time::Instant::now() + request_timeout(self.election_timeout);
+        loop {
+            let here = self
+                .raft
+                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex);
+            let leader = match tokio::time::timeout_at(deadline, here)
+                .await
+                .map_err(|_| RaftNodeError::Timeout)?
+            {
+                Ok(_) => return Ok(()),
+                Err(openraft::error::RaftError::Fatal(f)) => {
+                    return Err(RaftNodeError::Stopped(f.to_string()));
+                }
+                Err(openraft::error::RaftError::APIError(
+                    openraft::error::LinearizableReadError::ForwardToLeader(f),
+                )) => f.leader_id,
+                Err(openraft::error::RaftError::APIError(_)) => return Err(RaftNodeError::Timeout),
+            };
+            let leader = match leader {
+                Some(l) => l,
+                None => self.leader_before(deadline).await?,
+            };
+            if leader == self.id {
+                // Leadership is arriving here (a transfer or an election in progress).
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(RaftNodeError::Timeout);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            let node = self.node_of(leader).ok_or(RaftNodeError::NoLeader)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let outcome: ReadIndexOutcome = self
+                .peers
+                .call(
+                    leader,
+                    &node,
+                    UnaryKind::ReadIndex,
+                    &(),
+                    left.min(FORWARD_TIMEOUT),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "asking the leader for a read index failed");
+                    RaftNodeError::Timeout
+                })?;
+            match outcome {
+                ReadIndexOutcome::Index(index) => return self.wait_applied(index, deadline).await,
+                ReadIndexOutcome::NotLeader { .. } => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(RaftNodeError::Timeout);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                ReadIndexOutcome::NoQuorum => return Err(RaftNodeError::Timeout),
+            }
         }
+    }
+
+    /// Makes this member's entry in the membership say `me` (name and URLs), retrying until
+    /// it does; a member does this once it is up, as etcd publishes its attributes.
+    pub async fn publish(&self, me: Node) {
+        let mut delay = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            if self.node_of(self.id).as_ref() == Some(&me) {
+                return;
+            }
+            match self
+                .submit(Forwarded::SetNode {
+                    id: self.id,
+                    node: me.clone(),
+                })
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(name = %me.name, "published this member's attributes");
+                    return;
+                }
+                Err(RaftNodeError::Stopped(_)) => return,
+                // Members publish at about the same time and membership changes go one at a
+                // time, so a few refusals are expected.
+                Err(e) if attempts < 5 => {
+                    tracing::debug!(error = %e, "publishing attributes: retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing this member's attributes failed; retrying")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Adds a member as a learner (it receives the log but does not vote).
+    pub async fn add_learner(&self, id: NodeId, node: Node) -> Result<(), RaftNodeError> {
+        self.submit(Forwarded::AddLearner { id, node })
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<(), RaftNodeError> {
+        self.submit(Forwarded::Promote {
+            ids: std::collections::BTreeSet::from([id]),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes a member from the membership.
+    pub async fn remove(&self, id: NodeId) -> Result<(), RaftNodeError> {
+        self.submit(Forwarded::Remove { id }).await.map(|_| ())
+    }
+
+    /// Replaces a member's attributes (MemberUpdate).
+    pub async fn update_member(&self, id: NodeId, node: Node) -> Result<(), RaftNodeError> {
+        self.submit(Forwarded::SetNode { id, node })
+            .await
+            .map(|_| ())
+    }
+
+    /// Hands leadership to `to` (this member must lead) and waits until `to` leads.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), RaftNodeError> {
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| RaftNodeError::Stopped(e.to_string()))?;
+        self.raft
+            .wait(Some(request_timeout(self.election_timeout)))
+            .metrics(|m| m.current_leader == Some(to), "leadership transferred")
+            .await
+            .map(|_| ())
+            .map_err(|_| RaftNodeError::Timeout)
+    }
+
+    /// How far each member's log matches the leader's (leader only): member → matched index.
+    pub fn replication(&self) -> Option<BTreeMap<NodeId, u64>> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.replication.map(|r| {
+            r.iter()
+                .map(|(id, matched)| (*id, matched.as_ref().map_or(0, |l| l.index)))
+                .collect()
+        })
     }
 
     /// Waits up to `timeout` for a leader to be known.

@@ -238,6 +238,27 @@ pub fn install(db: &DB, snapshot: &SnapshotFile) -> io::Result<Meta> {
     Ok(meta)
 }
 
+/// Takes a snapshot file received from a peer at `received` into `dir`: verifies its checksum,
+/// reads its metadata and renames it to its canonical name. A corrupt file is removed.
+pub fn adopt(dir: &Path, received: &Path) -> io::Result<Snapshot> {
+    let checked =
+        verify(received).and_then(|()| read_header(&mut BufReader::new(File::open(received)?)));
+    let meta = match checked {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = fs::remove_file(received);
+            return Err(e);
+        }
+    };
+    let path = dir.join(file_name(&meta.last_log_id));
+    fs::rename(received, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(Snapshot {
+        meta,
+        snapshot: SnapshotFile { path },
+    })
+}
+
 /// The newest snapshot in `dir`, if any.
 pub fn current(dir: &Path) -> io::Result<Option<Snapshot>> {
     let mut newest: Option<(PathBuf, Meta)> = None;

@@ -11,7 +11,7 @@ use tonic::{Request, Status};
 use tracing::info;
 
 use super::config::{ClusterState, MemberConfig};
-use super::storage;
+use super::{ids, storage};
 use crate::api::cluster::ClusterService;
 use crate::api::core::{Core, Limits};
 use crate::api::kv::KvService;
@@ -20,7 +20,7 @@ use crate::api::pending::{PendingAuth, PendingElection, PendingLease, PendingLoc
 use crate::api::proto::etcdserverpb as pb;
 use crate::api::proto::{v3electionpb, v3lockpb};
 use crate::pki::CertInfo;
-use crate::raft::{Node, RaftNode, RaftSettings};
+use crate::raft::{ClusterInfoRequest, Node, NodeId, PeerContext, RaftNode, RaftSettings};
 use crate::tls::{self, ClientPolicy, Material, PeerInfo, TlsFiles, TlsIncoming};
 
 /// gRPC framing overhead allowed above --max-request-bytes before the transport refuses a
@@ -32,9 +32,6 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The configuration asks for something this build cannot do.
-    #[error("{0}")]
-    Unsupported(String),
     /// TLS material is missing, unreadable or wrong.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -80,9 +77,9 @@ fn require_identity(request: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-/// The cluster ID and member ID, fixed at first start: a restarted member keeps them whatever
-/// the flags now say, as etcd does.
-fn stored_ids(db: &rocksdb::DB, config: &MemberConfig) -> Result<(u64, u64), ServeError> {
+/// The cluster ID and member ID stored at first start, if any: a restarted member keeps them
+/// whatever the flags now say, as etcd does.
+fn stored_ids(db: &rocksdb::DB) -> Result<Option<(u64, u64)>, ServeError> {
     let read = |key: &[u8]| -> Result<Option<u64>, ServeError> {
         let v = db
             .get(key)
@@ -91,14 +88,139 @@ fn stored_ids(db: &rocksdb::DB, config: &MemberConfig) -> Result<(u64, u64), Ser
             .map(u64::from_be_bytes))
     };
     match (read(b"cluster_id")?, read(b"member_id")?) {
-        (Some(cluster), Some(member)) => Ok((cluster, member)),
-        _ => {
-            db.put(b"cluster_id", config.cluster_id.to_be_bytes())
-                .and_then(|_| db.put(b"member_id", config.member_id.to_be_bytes()))
-                .map_err(|e| storage_error("writing member identity")(&e))?;
+        (Some(cluster), Some(member)) => Ok(Some((cluster, member))),
+        _ => Ok(None),
+    }
+}
+
+fn store_ids(db: &rocksdb::DB, (cluster, member): (u64, u64)) -> Result<(), ServeError> {
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.put(b"cluster_id", cluster.to_be_bytes());
+    batch.put(b"member_id", member.to_be_bytes());
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts)
+        .map_err(|e| storage_error("writing member identity")(&e))
+}
+
+fn sorted(urls: &[String]) -> Vec<String> {
+    let mut v = urls.to_vec();
+    v.sort();
+    v
+}
+
+/// Asks the other members of the initial cluster who they are; returns the answers of those
+/// that answered within `timeout`, as (name, cluster ID, membership).
+async fn ask_peers(
+    config: &MemberConfig,
+    probe: &PeerContext,
+    timeout: Duration,
+) -> Vec<(String, u64, BTreeMap<NodeId, (Node, bool)>)> {
+    let asks = config
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| **name != config.name)
+        .flat_map(|(name, urls)| urls.iter().map(move |u| (name.clone(), u.clone())))
+        .map(|(name, url)| async move {
+            let channel = probe.channel_to(0, &url, Some(&name)).ok()?;
+            let mut client = PeerContext::client(channel);
+            let request = ClusterInfoRequest {
+                from: Some(probe.sender()),
+            };
+            let answer = tokio::time::timeout(timeout, client.cluster_info(request))
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
+            let members = crate::raft::decode_members(&answer.members)?;
+            Some((name, answer.cluster_id, members))
+        });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Decides the cluster and member IDs of a member without stored ones. A new cluster's IDs come
+/// from the flags, but a member whose peers already run another cluster refuses to start; a
+/// member joining an existing cluster learns the cluster ID from its peers and finds itself in
+/// their membership by its peer URLs (as etcd).
+async fn first_ids(config: &MemberConfig, probe: &PeerContext) -> Result<(u64, u64), ServeError> {
+    let others = config.initial_cluster.len() > 1;
+    match config.initial_cluster_state {
+        ClusterState::New => {
+            if others {
+                for (name, cluster_id, _) in ask_peers(config, probe, Duration::from_secs(2)).await
+                {
+                    if cluster_id != config.cluster_id {
+                        return Err(ServeError::Identity(format!(
+                            "member {name} already runs cluster {cluster_id:x}, but this member's --initial-cluster and \
+                             --initial-cluster-token give cluster {:x}; start every member with the same flags, or \
+                             join the running cluster with `member add` and --initial-cluster-state existing",
+                            config.cluster_id
+                        )));
+                    }
+                }
+            }
             Ok((config.cluster_id, config.member_id))
         }
+        ClusterState::Existing => {
+            if !others {
+                return Err(ServeError::Identity(
+                    "--initial-cluster-state existing needs --initial-cluster to list at least one running member to join"
+                        .into(),
+                ));
+            }
+            let answers = ask_peers(config, probe, Duration::from_secs(5)).await;
+            let Some((name, cluster_id, members)) = answers.into_iter().next() else {
+                return Err(ServeError::Identity(format!(
+                    "no member of --initial-cluster ({}) answered on its peer URL; start this member once the cluster runs",
+                    config
+                        .initial_cluster
+                        .keys()
+                        .filter(|n| **n != config.name)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            let mine = sorted(&config.advertise_peer_urls);
+            match members
+                .iter()
+                .find(|(_, (node, _))| sorted(&node.peer_urls) == mine)
+            {
+                Some((id, _)) => {
+                    info!(cluster = %format!("{cluster_id:x}"), id = %format!("{id:x}"), via = %name, "joining an existing cluster");
+                    Ok((cluster_id, *id))
+                }
+                None => Err(ServeError::Identity(format!(
+                    "the cluster (asked {name}) has no member with peer URLs {}; add this member first: \
+                     rampart member add {} --peer-urls {}",
+                    mine.join(","),
+                    config.name,
+                    mine.join(",")
+                ))),
+            }
+        }
     }
+}
+
+/// Refuses TLS material whose certificate is not the member certificate of `name`.
+fn check_member_cert(
+    material: &Material,
+    cluster: &str,
+    name: &str,
+    files: &TlsFiles,
+) -> Result<(), ServeError> {
+    let cert_name = material.member_name(cluster)?;
+    if cert_name != name {
+        return Err(ServeError::Identity(format!(
+            "{} is the certificate of member {cert_name}, not of {name}; pass --name {cert_name} or this member's certificate",
+            files.cert.display(),
+        )));
+    }
+    Ok(())
 }
 
 /// Runs a member until `shutdown` completes.
@@ -106,14 +228,7 @@ pub async fn serve(
     config: MemberConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if config.initial_cluster.len() > 1 {
-        return Err(ServeError::Unsupported(format!(
-            "--initial-cluster lists {} members, but this build runs single-member clusters only \
-             (the peer transport is not built yet); list only {}",
-            config.initial_cluster.len(),
-            config.name
-        )));
-    }
+    let mut shutdown = Box::pin(shutdown);
 
     // TLS first: a member with the wrong certificate must not touch its data.
     let files = TlsFiles {
@@ -130,15 +245,23 @@ pub async fn serve(
             files.ca.display()
         ))
     })?;
-    let cert_name = material.member_name(&cluster)?.to_owned();
-    if cert_name != config.name {
-        return Err(ServeError::Identity(format!(
-            "{} is the certificate of member {cert_name}, not of {}; pass --name {cert_name} or this member's certificate",
-            files.cert.display(),
-            config.name
-        )));
-    }
+    check_member_cert(&material, &cluster, &config.name, &files)?;
     let server_config = tls::server_config(&material, ClientPolicy::AnyClient)?;
+    let peer_files = TlsFiles {
+        cert: config.peer_tls.cert.clone(),
+        key: config.peer_tls.key.clone(),
+        ca: config.peer_tls.ca.clone(),
+        crl: config.peer_tls.crl.clone(),
+    };
+    let peer_material = Material::load(&peer_files)?;
+    check_member_cert(&peer_material, &cluster, &config.name, &peer_files)?;
+    let peer_server_config = tls::server_config(
+        &peer_material,
+        ClientPolicy::MembersOf {
+            cluster: cluster.clone(),
+        },
+    )?;
+    let peer_client_config = tls::client_config(&peer_material)?;
 
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| storage_error(format!("creating {}", config.data_dir.display()))(&e))?;
@@ -157,29 +280,99 @@ pub async fn serve(
                 config.data_dir.display()
             ))(&e)
         })?;
-    let (cluster_id, member_id) = stored_ids(&db, &config)?;
 
-    let members = BTreeMap::from([(
-        member_id,
-        Node {
-            name: config.name.clone(),
-            peer_urls: config.advertise_peer_urls.clone(),
-            client_urls: config.advertise_client_urls.clone(),
-        },
-    )]);
+    let initial: BTreeMap<NodeId, Node> = config
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            let id = ids::member_id(urls, &config.initial_cluster_token);
+            // Every member bootstraps the same membership; client URLs are published later.
+            let client_urls = Vec::new();
+            (
+                id,
+                Node {
+                    name: name.clone(),
+                    peer_urls: urls.clone(),
+                    client_urls,
+                },
+            )
+        })
+        .collect();
+    let (cluster_id, member_id, fresh) = match stored_ids(&db)? {
+        Some((cluster_id, member_id)) => (cluster_id, member_id, false),
+        None => {
+            let probe = PeerContext::new(0, 0, cluster.clone(), peer_client_config.clone());
+            let ids = first_ids(&config, &probe).await?;
+            store_ids(&db, ids)?;
+            (ids.0, ids.1, true)
+        }
+    };
+    let peers = PeerContext::new(cluster_id, member_id, cluster.clone(), peer_client_config);
     let node = RaftNode::start(
         member_id,
         db.clone(),
         &config.data_dir,
-        members,
-        config.initial_cluster_state == ClusterState::New,
+        initial.clone(),
+        fresh && config.initial_cluster_state == ClusterState::New,
         &RaftSettings::default(),
+        peers,
     )
     .await?;
-    node.wait_for_leader(Duration::from_secs(30)).await?;
+
+    // The peer port comes up before anything waits for a leader: the others need it to elect one.
+    let (_peer_config_tx, peer_config_rx) = tokio::sync::watch::channel(peer_server_config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for addr in &config.listen_peer {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: *addr,
+                source,
+            })?;
+        let incoming = TlsIncoming::new(listener, peer_config_rx.clone(), cluster.clone());
+        let router = Server::builder()
+            .http2_adaptive_window(Some(true))
+            .add_service(node.peer_service(initial.clone()));
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            incoming,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+        info!(addr = %addr, "serving peers over mutual TLS (members only)");
+    }
+
+    // Wait for a leader (a quorum of members), however long it takes, unless told to stop.
+    loop {
+        tokio::select! {
+            leader = node.wait_for_leader(Duration::from_secs(10)) => match leader {
+                Ok(_) => break,
+                Err(_) => tracing::warn!(member = %config.name, "no leader yet: waiting for a quorum of the cluster's members"),
+            },
+            () = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                node.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
     // A linearizable barrier: everything committed before the restart is applied before the
     // first client request is served.
-    node.linearize().await?;
+    loop {
+        tokio::select! {
+            done = node.linearize() => match done {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "waiting to catch up with the leader"),
+            },
+            () = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                node.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
     let status = node.status();
     info!(member = %config.name, id = %format!("{member_id:x}"), cluster = %format!("{cluster_id:x}"),
           term = status.term, applied = status.applied_index, revision = node.store().current_revision(),
@@ -200,9 +393,19 @@ pub async fn serve(
     ));
     let decode_limit = limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
 
+    // Publish this member's name and client URLs in the membership (as etcd publishes its
+    // attributes), in the background: it needs the leader, and serving must not wait for it.
+    {
+        let core = core.clone();
+        let me = Node {
+            name: config.name.clone(),
+            peer_urls: config.advertise_peer_urls.clone(),
+            client_urls: config.advertise_client_urls.clone(),
+        };
+        tokio::spawn(async move { core.node.publish(me).await });
+    }
+
     let (_config_tx, config_rx) = tokio::sync::watch::channel(server_config);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = Vec::new();
     for addr in &config.listen_client {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -19,6 +19,7 @@ use tokio_rustls::client::TlsStream;
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
+use super::caller::{Caller, caller_from_cert};
 use super::config::ALPN_H2;
 use super::error::TlsError;
 
@@ -95,6 +96,15 @@ pub fn https_endpoint(endpoint: &str) -> Result<Endpoint, TlsError> {
 #[derive(Clone)]
 pub struct TlsDialer {
     tls: tokio_rustls::TlsConnector,
+    expect: Option<ExpectedMember>,
+}
+
+/// The member a peer connection must reach: the server's certificate must name a member of
+/// `cluster`, and `name` when it is known (a member added but not yet started has none).
+#[derive(Debug, Clone)]
+struct ExpectedMember {
+    cluster: String,
+    name: Option<String>,
 }
 
 impl std::fmt::Debug for TlsDialer {
@@ -108,6 +118,19 @@ impl TlsDialer {
     pub fn new(config: Arc<ClientConfig>) -> TlsDialer {
         TlsDialer {
             tls: tokio_rustls::TlsConnector::from(config),
+            expect: None,
+        }
+    }
+
+    /// A dialer for the peer port: besides the usual checks, the server's certificate must be
+    /// that of a member of `cluster` — of member `name` when given — or the connection fails.
+    pub fn to_member(config: Arc<ClientConfig>, cluster: &str, name: Option<&str>) -> TlsDialer {
+        TlsDialer {
+            tls: tokio_rustls::TlsConnector::from(config),
+            expect: Some(ExpectedMember {
+                cluster: cluster.to_owned(),
+                name: name.map(str::to_owned),
+            }),
         }
     }
 }
@@ -123,8 +146,9 @@ impl tonic::codegen::Service<Uri> for TlsDialer {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let expect = self.expect.clone();
         Box::pin(async move {
-            tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, dial(uri, tls))
+            tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, dial(uri, tls, expect))
                 .await
                 .map_err(|_| {
                     io::Error::new(
@@ -139,6 +163,7 @@ impl tonic::codegen::Service<Uri> for TlsDialer {
 async fn dial(
     uri: Uri,
     tls: tokio_rustls::TlsConnector,
+    expect: Option<ExpectedMember>,
 ) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
     let invalid =
         |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} in {uri}"));
@@ -160,5 +185,34 @@ async fn dial(
             format!("{host}:{port} did not select ALPN h2; is it a gRPC server?"),
         ));
     }
+    if let Some(expect) = expect {
+        check_member(&stream, &expect).map_err(|reason| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{host}:{port} {reason}"),
+            )
+        })?;
+    }
     Ok(TokioIo::new(stream))
+}
+
+/// Whether the server of `stream` presented the certificate of the expected member.
+fn check_member(stream: &TlsStream<TcpStream>, expect: &ExpectedMember) -> Result<(), String> {
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("presented no certificate")?;
+    match (caller_from_cert(cert, &expect.cluster), &expect.name) {
+        (Some(Caller::Member(found)), Some(name)) if &found != name => Err(format!(
+            "presented the certificate of member {found}, not of {name}; check the peer URLs of {name}"
+        )),
+        (Some(Caller::Member(_)), _) => Ok(()),
+        (other, _) => Err(format!(
+            "presented a certificate that is not a member certificate of cluster {} ({}); only members serve the peer port",
+            expect.cluster,
+            other.map_or("no identity".to_owned(), |c| c.to_string())
+        )),
+    }
 }

@@ -1,0 +1,166 @@
+//! Requests a member hands to the leader, and how the leader carries them out.
+//!
+//! Writes and membership changes must be proposed on the leader. A follower forwards them
+//! over the peer transport ([`Forwarded`]); the leader — or the member itself, when it leads —
+//! runs [`execute`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+
+use super::state_machine::StateMachine;
+use super::types::{Command, Node, NodeId, TypeConfig};
+
+type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// A request only the leader can carry out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Forwarded {
+    /// An encoded state machine command.
+    Write(Vec<u8>),
+    /// Set a member's attributes (name and URLs): a member publishing itself, or MemberUpdate.
+    SetNode {
+        /// The member.
+        id: NodeId,
+        /// Its attributes.
+        node: Node,
+    },
+    /// Add a member as a learner (MemberAdd; a voter is added as a learner, then promoted).
+    AddLearner {
+        /// The new member's ID.
+        id: NodeId,
+        /// Its attributes.
+        node: Node,
+    },
+    /// Make learners voters (MemberPromote, or the second step of adding a voter).
+    Promote {
+        /// The learners.
+        ids: BTreeSet<NodeId>,
+    },
+    /// Remove a member (MemberRemove).
+    Remove {
+        /// The member.
+        id: NodeId,
+    },
+}
+
+/// What the leader answers to a forwarded request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposeOutcome {
+    /// Committed and applied on the leader at `index`; `result` is the state machine's answer
+    /// (empty for a membership change).
+    Applied {
+        /// The entry's log index.
+        index: u64,
+        /// The encoded `StateResult`.
+        result: Vec<u8>,
+    },
+    /// The receiver is not the leader; `leader` is who it believes is.
+    NotLeader {
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// The request's fate is unknown (the leader changed while it was in flight).
+    Unknown,
+    /// The leader refused the request; the reason is for the client.
+    Refused(String),
+}
+
+/// What the leader answers to a read-index request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReadIndexOutcome {
+    /// Leadership confirmed by a quorum; reads are linearizable once this index is applied.
+    Index(u64),
+    /// The receiver is not the leader.
+    NotLeader {
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// The leader could not reach a quorum.
+    NoQuorum,
+}
+
+fn outcome(
+    written: Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+    >,
+) -> ProposeOutcome {
+    match written {
+        Ok(resp) => ProposeOutcome::Applied {
+            index: resp.log_id.index,
+            result: resp.data.0.to_vec(),
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            ProposeOutcome::NotLeader {
+                leader: f.leader_id,
+            }
+        }
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => ProposeOutcome::Unknown,
+        Err(RaftError::APIError(other)) => ProposeOutcome::Refused(other.to_string()),
+        Err(RaftError::Fatal(f)) => ProposeOutcome::Refused(format!("raft stopped: {f}")),
+    }
+}
+
+/// etcd's refusal of a promotion while the learner lags.
+pub const LEARNER_NOT_READY: &str =
+    "can only promote a learner member which is in sync with leader";
+
+/// A learner is in sync, as etcd judges it, once it has matched 90 % of the leader's log.
+fn not_in_sync(raft: &Raft, ids: &BTreeSet<NodeId>) -> Option<ProposeOutcome> {
+    use openraft::rt::WatchReceiver;
+    let metrics = raft.metrics().borrow_watched().clone();
+    let replication = metrics.replication.as_ref()?;
+    let last = metrics.last_log_index.unwrap_or(0);
+    for id in ids {
+        let matched = replication
+            .get(id)
+            .and_then(|l| l.as_ref())
+            .map_or(0, |l| l.index);
+        if (matched as f64) < last as f64 * 0.9 {
+            return Some(ProposeOutcome::Refused(LEARNER_NOT_READY.to_owned()));
+        }
+    }
+    None
+}
+
+/// Carries out `request` on this member, which should be the leader.
+pub async fn execute(raft: &Raft, request: Forwarded) -> ProposeOutcome {
+    match request {
+        Forwarded::Write(bytes) => outcome(raft.client_write(Command(bytes.into())).await),
+        Forwarded::SetNode { id, node } => outcome(
+            raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), false)
+                .await,
+        ),
+        Forwarded::AddLearner { id, node } => outcome(raft.add_learner(id, node, false).await),
+        Forwarded::Promote { ids } => {
+            if let Some(refusal) = not_in_sync(raft, &ids) {
+                return refusal;
+            }
+            outcome(
+                raft.change_membership(ChangeMembers::AddVoterIds(ids), false)
+                    .await,
+            )
+        }
+        Forwarded::Remove { id } => {
+            let membership = {
+                use openraft::rt::WatchReceiver;
+                raft.metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .clone()
+            };
+            let is_voter = membership.voter_ids().any(|v| v == id);
+            let change = if is_voter {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            // retain=false: a removed voter is dropped from the membership entirely.
+            outcome(raft.change_membership(change, false).await)
+        }
+    }
+}
