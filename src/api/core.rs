@@ -89,6 +89,15 @@ impl Core {
         }
     }
 
+    /// Refuses what a learner cannot serve (writes, linearizable reads, membership changes),
+    /// as etcd does.
+    pub fn refuse_on_learner(&self) -> Result<(), Status> {
+        if self.node.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
+        Ok(())
+    }
+
     /// Refuses a request larger than --max-request-bytes, as etcd does.
     pub fn check_size(&self, req: &impl Message) -> Result<(), Status> {
         if req.encoded_len() > self.limits.max_request_bytes {

@@ -60,6 +60,7 @@ fn txn_has_put(txn: &mvcc::TxnRequest) -> bool {
 
 impl KvService {
     async fn propose(&self, cmd: StateCommand) -> Result<StateResult, Status> {
+        self.core.refuse_on_learner()?;
         match self.core.node.propose(&cmd).await.map_err(raft_status)? {
             StateResult::Rejected(r) => Err(rejection_status(r)),
             other => Ok(other),
@@ -90,6 +91,7 @@ impl pb::kv_server::Kv for KvService {
         self.core.check_size(&req)?;
         let domain = convert::range_request(&req)?;
         if !req.serializable {
+            self.core.refuse_on_learner()?;
             self.core.node.linearize().await.map_err(raft_status)?;
         }
         // Reads come from the in-memory index and RocksDB's block cache: short enough to run on
@@ -148,6 +150,7 @@ impl pb::kv_server::Kv for KvService {
         mvcc::check_txn_duplicates(&domain).map_err(mvcc_status)?;
         if mvcc::is_txn_read_only(&domain) {
             // As etcd: a read-only transaction is a linearizable read, not a proposal.
+            self.core.refuse_on_learner()?;
             self.core.node.linearize().await.map_err(raft_status)?;
             let result = self
                 .core

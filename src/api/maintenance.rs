@@ -10,7 +10,7 @@ use super::core::{API_VERSION, Core};
 use super::kv::mvcc_status;
 use super::pending::BoxStream;
 use super::proto::etcdserverpb as pb;
-use super::status::not_yet;
+use super::status::{EtcdError, not_yet};
 
 /// Snapshot stream chunk size (etcd streams 32 KiB chunks).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -181,11 +181,30 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(not_yet(
-            "MoveLeader (leadership transfer needs a multi-member cluster)",
-        ))
+        let target = request.into_inner().target_id;
+        let node = &self.core.node;
+        // As etcd: only the leader hands over leadership, and only to a voting member.
+        if node.status().leader != Some(node.id()) {
+            return Err(EtcdError::NotLeader.into());
+        }
+        let voter = node
+            .members()
+            .into_iter()
+            .any(|m| m.id == target && !m.is_learner);
+        if !voter {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
+        if target != node.id() {
+            node.transfer_leader(target)
+                .await
+                .map_err(super::core::raft_status)?;
+        }
+        let revision = node.store().current_revision();
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.core.header(revision)),
+        }))
     }
 
     async fn downgrade(

@@ -45,6 +45,20 @@ pub enum EtcdError {
     Corrupt,
     /// The member is a learner and cannot serve this.
     NotSupportedForLearner,
+    /// MemberAdd with peer URLs another member already has.
+    PeerUrlExists,
+    /// Peer URLs that are not valid `https://HOST:PORT` URLs.
+    MemberBadUrls,
+    /// No member with this ID.
+    MemberNotFound,
+    /// MemberPromote of a member that is not a learner.
+    MemberNotLearner,
+    /// MemberPromote of a learner that lags behind the leader.
+    LearnerNotReady,
+    /// MoveLeader sent to a member that is not the leader.
+    NotLeader,
+    /// MoveLeader to a member that cannot lead (unknown or a learner).
+    BadLeaderTransferee,
 }
 
 impl EtcdError {
@@ -88,6 +102,28 @@ impl EtcdError {
             NotSupportedForLearner => (
                 Code::Unavailable,
                 "etcdserver: rpc not supported for learner",
+            ),
+            PeerUrlExists => (
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+            MemberBadUrls => (
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+            MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+            MemberNotLearner => (
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            LearnerNotReady => (
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
+            NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+            BadLeaderTransferee => (
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
             ),
         }
     }

@@ -8,6 +8,7 @@ mod client;
 mod endpoint;
 mod grpc;
 mod kv;
+mod member;
 mod output;
 mod pki;
 mod serve;
@@ -58,6 +59,10 @@ enum Command {
     Endpoint(endpoint::EndpointArgs),
     /// Save a snapshot of a member's data.
     Snapshot(endpoint::SnapshotArgs),
+    /// Cluster membership: list, add, remove, promote, update.
+    Member(member::MemberArgs),
+    /// Hand leadership to another member.
+    MoveLeader(member::MoveLeaderArgs),
     /// Load generator for any etcd v3 endpoint: throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -103,6 +108,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Kv(args) => kv::run(args, cli.write_out),
         Command::Endpoint(args) => endpoint::run(args, cli.write_out),
         Command::Snapshot(args) => endpoint::run_snapshot(args),
+        Command::Member(args) => member::run(args, cli.write_out),
+        Command::MoveLeader(args) => member::run_move_leader(args),
         Command::Bench(args) => bench::run(args, cli.write_out),
     };
     match result {

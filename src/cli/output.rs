@@ -23,17 +23,34 @@ const ETCDCTL_STYLE: TableStyle = TableStyle::new()
     .content_lines(ContentLineStyle::new('|', '|', '|'))
     .bottom_border(LineStyle::new('+', '-', '+', '+'));
 
-/// A table in etcdctl's style: upper-case centred headers, left-aligned cells.
+/// A table in etcdctl's style: upper-case centred headers (odd padding goes to the right, as
+/// etcdctl's table writer does), right-aligned cells.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .filter_map(|r| r.get(i))
+            .map(|c| c.chars().count())
+            .chain(std::iter::once(header[i].chars().count()))
+            .max()
+            .unwrap_or(0)
+    };
+    let centred = header.iter().enumerate().map(|(i, h)| {
+        let h = h.to_uppercase();
+        let gap = width(i) - h.chars().count();
+        let left = gap / 2;
+        let text = format!("{}{h}{}", " ".repeat(left), " ".repeat(gap - left));
+        comfy_table::Cell::new(text).set_alignment(CellAlignment::Left)
+    });
     let mut table = Table::new();
     table
         .load_style(ETCDCTL_STYLE)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header.iter().map(|h| {
-            comfy_table::Cell::new(h.to_uppercase()).set_alignment(CellAlignment::Center)
-        }));
+        .set_header(centred);
     for row in rows {
-        table.add_row(row);
+        table.add_row(
+            row.into_iter()
+                .map(|c| comfy_table::Cell::new(c).set_alignment(CellAlignment::Right)),
+        );
     }
     table.to_string()
 }

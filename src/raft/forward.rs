@@ -38,6 +38,9 @@ pub enum Forwarded {
     Promote {
         /// The learners.
         ids: BTreeSet<NodeId>,
+        /// Refuse learners that lag behind the leader (MemberPromote); a member just added
+        /// as a voter is promoted at once.
+        require_sync: bool,
     },
     /// Remove a member (MemberRemove).
     Remove {
@@ -135,8 +138,8 @@ pub async fn execute(raft: &Raft, request: Forwarded) -> ProposeOutcome {
                 .await,
         ),
         Forwarded::AddLearner { id, node } => outcome(raft.add_learner(id, node, false).await),
-        Forwarded::Promote { ids } => {
-            if let Some(refusal) = not_in_sync(raft, &ids) {
+        Forwarded::Promote { ids, require_sync } => {
+            if require_sync && let Some(refusal) = not_in_sync(raft, &ids) {
                 return refusal;
             }
             outcome(

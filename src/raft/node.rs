@@ -239,7 +239,14 @@ impl RaftNode {
     /// has applied it; returns the leader's answer bytes.
     async fn submit(&self, request: Forwarded) -> Result<Vec<u8>, RaftNodeError> {
         let deadline = tokio::time::Instant::now() + request_timeout(self.election_timeout);
-        let mut leader = Some(self.id);
+        // Start with the leader this member knows of: proposing on a follower only to be told
+        // to forward costs a round through openraft (and an error in its log).
+        let mut leader = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .or(Some(self.id));
         loop {
             let target = match leader {
                 Some(l) => l,
@@ -394,10 +401,21 @@ impl RaftNode {
             .map(|_| ())
     }
 
-    /// Makes a learner a voter.
+    /// Makes a learner a voter once it has caught up with the leader (etcd's MemberPromote).
     pub async fn promote(&self, id: NodeId) -> Result<(), RaftNodeError> {
         self.submit(Forwarded::Promote {
             ids: std::collections::BTreeSet::from([id]),
+            require_sync: true,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Makes a just-added learner a voter at once (the second step of adding a voter).
+    pub async fn promote_unchecked(&self, id: NodeId) -> Result<(), RaftNodeError> {
+        self.submit(Forwarded::Promote {
+            ids: std::collections::BTreeSet::from([id]),
+            require_sync: false,
         })
         .await
         .map(|_| ())
@@ -468,6 +486,22 @@ impl RaftNode {
             applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
             is_learner,
         }
+    }
+
+    /// Whether this member is a learner (cheap: no copy of the metrics).
+    pub fn is_learner(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|l| l == self.id)
+    }
+
+    /// This member's ID.
+    pub fn id(&self) -> NodeId {
+        self.id
     }
 
     /// The current term (cheap: no copy of the metrics).
