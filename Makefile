@@ -10,7 +10,6 @@ CARGO ?= cargo
 # itself builds without protoc).
 APT_PACKAGES := clang libclang-dev openssl etcd-client etcd-server protobuf-compiler libprotobuf-dev
 LOCAL_DIR := .local
-PKI_DIR := $(LOCAL_DIR)/pki
 RAMPART := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/rampart
 
 .PHONY: deps build test run fmt lint clean-local bench
@@ -41,21 +40,7 @@ test: deps lint
 	RAMPART_REQUIRE_INTEROP=1 $(CARGO) test --all-targets
 
 run: build
-	@if [ ! -f $(PKI_DIR)/ca.crt ]; then \
-		$(RAMPART) pki init --dir $(PKI_DIR); \
-	fi
-	@$(RAMPART) pki list --dir $(PKI_DIR) -w table
-	@echo
-	@echo "Starting member rampart-0 on https://127.0.0.1:2379 (data in $(LOCAL_DIR)/data/rampart-0)."
-	@echo "This build runs single-member clusters; rampart-1 and rampart-2 join once the peer transport lands."
-	@echo "Connect from another terminal:"
-	@echo "  $(RAMPART) kv put greeting hello --pki-dir $(PKI_DIR)"
-	@echo "  ETCDCTL_API=3 etcdctl --endpoints https://127.0.0.1:2379 --cacert $(PKI_DIR)/ca.crt \\"
-	@echo "      --cert $(PKI_DIR)/clients/root.crt --key $(PKI_DIR)/clients/root.key get greeting"
-	@echo "Ctrl-C stops it."
-	@mkdir -p $(LOCAL_DIR)/data
-	exec $(RAMPART) serve --name rampart-0 --data-dir $(LOCAL_DIR)/data/rampart-0 --pki-dir $(PKI_DIR) \
-		--listen-client-urls https://127.0.0.1:2379 --listen-peer-urls https://127.0.0.1:2380
+	RAMPART=$(RAMPART) bash config/local-cluster.sh
 
 clean-local:
 	rm -rf $(LOCAL_DIR)

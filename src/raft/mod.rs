@@ -20,7 +20,7 @@ mod forward;
 mod log_store;
 mod network;
 mod node;
-mod peer_proto;
+pub mod peer_proto;
 mod peer_service;
 pub mod schema;
 mod snapshot;

@@ -18,6 +18,10 @@ use crate::pki::{Kind, PkiLayout, validate_name};
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
 /// etcd's default number of operations in one transaction.
 pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
+/// Applied entries between snapshots (etcd's --snapshot-count default).
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
+/// Entries kept after a snapshot (etcd's default catch-up entries).
+pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 /// etcd's default backend quota: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd's default initial cluster token.
@@ -124,6 +128,13 @@ pub struct ServeArgs {
     /// Most operations in one transaction. Default: 128
     #[arg(long, env = "RAMPART_MAX_TXN_OPS")]
     pub max_txn_ops: Option<u32>,
+    /// Applied entries between snapshots; older log entries are then purged. Default: 10000
+    #[arg(long, env = "RAMPART_SNAPSHOT_COUNT")]
+    pub snapshot_count: Option<u64>,
+    /// Entries kept after a snapshot so that slow members catch up from the log, not a
+    /// snapshot. Default: 5000
+    #[arg(long, env = "RAMPART_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES")]
+    pub experimental_snapshot_catchup_entries: Option<u64>,
 }
 
 impl ServeArgs {
@@ -154,7 +165,9 @@ impl ServeArgs {
             peer_crl_file,
             quota_backend_bytes,
             max_request_bytes,
-            max_txn_ops
+            max_txn_ops,
+            snapshot_count,
+            experimental_snapshot_catchup_entries
         )
     }
 }
@@ -216,6 +229,10 @@ pub struct MemberConfig {
     pub max_request_bytes: u64,
     /// Transaction operation limit.
     pub max_txn_ops: u32,
+    /// Applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// Entries kept after a snapshot.
+    pub snapshot_catchup_entries: u64,
 }
 
 impl MemberConfig {
@@ -361,6 +378,13 @@ impl MemberConfig {
         if max_txn_ops == 0 {
             return Err(invalid("max-txn-ops", "must be positive"));
         }
+        let snapshot_count = a.snapshot_count.unwrap_or(DEFAULT_SNAPSHOT_COUNT);
+        if snapshot_count == 0 {
+            return Err(invalid("snapshot-count", "must be positive"));
+        }
+        let snapshot_catchup_entries = a
+            .experimental_snapshot_catchup_entries
+            .unwrap_or(DEFAULT_SNAPSHOT_CATCHUP_ENTRIES);
         Ok(MemberConfig {
             name,
             data_dir,
@@ -378,6 +402,8 @@ impl MemberConfig {
             quota_backend_bytes: a.quota_backend_bytes.unwrap_or(DEFAULT_QUOTA_BACKEND_BYTES),
             max_request_bytes,
             max_txn_ops,
+            snapshot_count,
+            snapshot_catchup_entries,
         })
     }
 }

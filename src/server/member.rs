@@ -314,7 +314,11 @@ pub async fn serve(
         &config.data_dir,
         initial.clone(),
         fresh && config.initial_cluster_state == ClusterState::New,
-        &RaftSettings::default(),
+        &RaftSettings {
+            snapshot_count: config.snapshot_count,
+            keep_after_snapshot: config.snapshot_catchup_entries,
+            ..RaftSettings::default()
+        },
         peers,
     )
     .await?;

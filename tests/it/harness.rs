@@ -231,6 +231,56 @@ impl Member {
         m
     }
 
+    /// `endpoint status` of this member as JSON (`None` when it does not answer).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = self.rampart(&["endpoint", "status", "-w", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.get(0).and_then(|e| e.get("Status")).cloned()
+    }
+
+    /// A member on fresh loopback ports, not started yet (see [`Member::launch`]).
+    pub fn prepare(pki: &TestPki, name: &str, extra: &[&str]) -> Member {
+        Member {
+            name: name.to_owned(),
+            client_url: format!("https://127.0.0.1:{}", free_port()),
+            peer_url: format!("https://127.0.0.1:{}", free_port()),
+            data_dir: pki.tmp.path().join(format!("{name}.data")),
+            pki_dir: pki.dir.clone(),
+            tmp: pki.tmp.path().to_owned(),
+            proc: None,
+            starts: 0,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// Adds `rampart serve` flags for the next starts.
+    pub fn add_flags(&mut self, flags: &[String]) {
+        self.extra.extend_from_slice(flags);
+    }
+
+    /// Starts the process without waiting for it to serve.
+    pub fn launch(&mut self) {
+        self.spawn();
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.is_running())
+    }
+
+    /// Runs the rampart CLI against this member as client `root`.
+    pub fn rampart(&self, args: &[&str]) -> Output {
+        rampart()
+            .args(args)
+            .args(["--endpoints", &self.client_url, "--pki-dir"])
+            .arg(&self.pki_dir)
+            .output()
+            .expect("rampart runs")
+    }
+
     /// The current log file.
     pub fn log_path(&self) -> PathBuf {
         self.tmp.join(format!("{}-{}.log", self.name, self.starts))
@@ -352,4 +402,113 @@ impl Member {
             .output()
             .expect("etcdctl runs")
     }
+}
+
+/// Members started together with one `--initial-cluster`.
+pub struct Cluster {
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Starts members `names` of `pki` (each with `extra` flags) as a new cluster and waits
+    /// until every one serves.
+    pub fn start(pki: &TestPki, names: &[&str], extra: &[&str]) -> Cluster {
+        let mut members: Vec<Member> = names
+            .iter()
+            .map(|n| Member::prepare(pki, n, extra))
+            .collect();
+        let initial = initial_cluster(&members);
+        for m in &mut members {
+            m.add_flags(&["--initial-cluster".into(), initial.clone()]);
+            m.launch();
+        }
+        for m in &mut members {
+            m.wait_ready();
+        }
+        Cluster { members }
+    }
+
+    /// Every client URL, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The member ID of each member, from its status (0 when it does not answer).
+    pub fn ids(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .map(|m| {
+                m.status()
+                    .and_then(|s| s["header"]["member_id"].as_u64())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// The index of the member that leads, once every running member agrees (bounded wait).
+    pub fn leader(&mut self) -> usize {
+        let mut found = None;
+        let agreed = wait_until(Duration::from_secs(30), || {
+            let mut leaders = std::collections::BTreeSet::new();
+            let mut ids = Vec::new();
+            for m in self.members.iter_mut() {
+                if !m.is_running() {
+                    ids.push(0);
+                    continue;
+                }
+                match m.status() {
+                    Some(s) => {
+                        leaders.insert(s["leader"].as_u64().unwrap_or(0));
+                        ids.push(s["header"]["member_id"].as_u64().unwrap_or(0));
+                    }
+                    None => return false,
+                }
+            }
+            if leaders.len() != 1 {
+                return false;
+            }
+            let leader = leaders.into_iter().next().unwrap_or(0);
+            found = ids.iter().position(|id| *id == leader && leader != 0);
+            found.is_some()
+        });
+        assert!(agreed, "the running members did not agree on one leader");
+        found.unwrap_or(0)
+    }
+
+    /// Waits (bounded) until every running member reports the same HashKV at the same
+    /// revision, and returns that hash.
+    pub fn agreed_hash(&mut self) -> u64 {
+        let mut last = Vec::new();
+        let ok = wait_until(Duration::from_secs(30), || {
+            last.clear();
+            for m in self.members.iter_mut() {
+                if !m.is_running() {
+                    continue;
+                }
+                let out = m.rampart(&["endpoint", "hashkv", "-w", "json"]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let h = &v[0]["HashKV"];
+                last.push((
+                    h["hash"].as_u64().unwrap_or(0),
+                    h["header"]["revision"].as_i64().unwrap_or(-1),
+                ));
+            }
+            !last.is_empty() && last.iter().all(|x| *x == last[0]) && last[0].1 > 0
+        });
+        assert!(ok, "members disagree on HashKV (hash, revision): {last:?}");
+        last[0].0
+    }
+}
+
+/// `--initial-cluster` naming `members` at their peer URLs.
+pub fn initial_cluster(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",")
 }
