@@ -178,6 +178,7 @@ pub fn raft_status(e: RaftNodeError) -> Status {
         RaftNodeError::LeaderChanged => EtcdError::LeaderChanged.into(),
         RaftNodeError::Stopped(_) => EtcdError::Stopped.into(),
         RaftNodeError::Timeout => EtcdError::Timeout.into(),
+        RaftNodeError::LeaderUnreachable => EtcdError::TimeoutDueToLeaderFail.into(),
         RaftNodeError::Refused(reason) => {
             Status::failed_precondition(format!("etcdserver: {reason}"))
         }

@@ -41,6 +41,8 @@ pub enum EtcdError {
     Stopped,
     /// The request did not complete in time.
     Timeout,
+    /// The leader could not be reached; it may have failed.
+    TimeoutDueToLeaderFail,
     /// Stored data is inconsistent.
     Corrupt,
     /// The member is a learner and cannot serve this.
@@ -98,6 +100,10 @@ impl EtcdError {
             LeaderChanged => (Code::Unavailable, "etcdserver: leader changed"),
             Stopped => (Code::Unavailable, "etcdserver: server stopped"),
             Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+            TimeoutDueToLeaderFail => (
+                Code::Unavailable,
+                "etcdserver: request timed out, possibly due to previous leader failure",
+            ),
             Corrupt => (Code::DataLoss, "etcdserver: corrupt cluster"),
             NotSupportedForLearner => (
                 Code::Unavailable,

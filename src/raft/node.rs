@@ -56,9 +56,12 @@ pub enum RaftNodeError {
     /// The leader refused the request (a membership rule, for example).
     #[error("{0}")]
     Refused(String),
-    /// The request did not complete in time (no quorum, or the leader is unreachable).
+    /// The request did not complete in time (no quorum).
     #[error("request timed out")]
     Timeout,
+    /// The leader could not be reached to forward the request to; it may have failed.
+    #[error("the leader is unreachable")]
+    LeaderUnreachable,
     /// The node stopped (shut down, or a fatal storage error).
     #[error("raft node stopped: {0}")]
     Stopped(String),
@@ -112,6 +115,15 @@ pub struct RaftNode {
     peers: Arc<PeerContext>,
     snapshot_dir: std::path::PathBuf,
     election_timeout: Duration,
+}
+
+/// A failed call to the leader as the client sees it.
+fn forward_error(e: &super::network::PeerError) -> RaftNodeError {
+    tracing::debug!(error = %e, "a request to the leader failed");
+    match e {
+        super::network::PeerError::Timeout { .. } => RaftNodeError::Timeout,
+        _ => RaftNodeError::LeaderUnreachable,
+    }
 }
 
 /// How long a write or linearizable read may wait for a leader and a quorum before failing
@@ -268,10 +280,7 @@ impl RaftNode {
                         left.min(FORWARD_TIMEOUT),
                     )
                     .await
-                    .map_err(|e| {
-                        tracing::debug!(error = %e, "forwarding to the leader failed");
-                        RaftNodeError::Timeout
-                    })?
+                    .map_err(|e| forward_error(&e))?
             };
             match outcome {
                 ProposeOutcome::Applied { index, result } => {
@@ -341,10 +350,7 @@ impl RaftNode {
                     left.min(FORWARD_TIMEOUT),
                 )
                 .await
-                .map_err(|e| {
-                    tracing::debug!(error = %e, "asking the leader for a read index failed");
-                    RaftNodeError::Timeout
-                })?;
+                .map_err(|e| forward_error(&e))?;
             match outcome {
                 ReadIndexOutcome::Index(index) => return self.wait_applied(index, deadline).await,
                 ReadIndexOutcome::NotLeader { .. } => {

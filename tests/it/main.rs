@@ -1,6 +1,7 @@
 //! Integration tests: the real `rampart` binary, real TLS stacks (OpenSSL, Go's via etcd),
 //! with PKIs minted at test time. One binary, one harness.
 
+mod cluster;
 mod door;
 mod durability;
 mod etcd_client;
@@ -8,4 +9,5 @@ mod harness;
 mod interop_etcd;
 mod interop_openssl;
 mod member;
+mod peer_door;
 mod pki_cli;
