@@ -463,10 +463,19 @@ impl Peer for Arc<PeerService> {
                 .map(|(id, n)| (*id, (n.clone(), voters.contains(id))))
                 .collect()
         };
+        let leader_id = {
+            use openraft::rt::WatchReceiver;
+            self.raft
+                .metrics()
+                .borrow_watched()
+                .current_leader
+                .unwrap_or(0)
+        };
         Ok(Response::new(ClusterInfoResponse {
             cluster_id: self.context.cluster_id,
             member_id: self.context.member_id,
             members: command::encode(&members),
+            leader_id,
         }))
     }
 }

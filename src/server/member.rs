@@ -223,6 +223,59 @@ fn check_member_cert(
     Ok(())
 }
 
+/// Completes once this member has been removed from the cluster: either its own membership no
+/// longer lists it, or the leader does not. A removed member may never receive the entry that
+/// removes it (the leader stops replicating to it), so it asks the leader every few seconds.
+async fn watch_removal(core: &Core, peers: &PeerContext) {
+    let me = core.member_id;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let members = core.node.members();
+        if !members.iter().any(|m| m.id == me) {
+            return;
+        }
+        let leader = core.node.status().leader;
+        if leader == Some(me) {
+            continue;
+        }
+        // Ask the leader we know of, or everyone when we know none; believe only an answer
+        // from a member that leads.
+        for m in members
+            .iter()
+            .filter(|m| m.id != me && leader.is_none_or(|l| l == m.id))
+        {
+            let Some(url) = m.peer_urls.first() else {
+                continue;
+            };
+            let name = (!m.name.is_empty()).then_some(m.name.as_str());
+            let Ok(channel) = peers.channel_to(m.id, url, name) else {
+                continue;
+            };
+            let request = ClusterInfoRequest {
+                from: Some(peers.sender()),
+            };
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                PeerContext::client(channel).cluster_info(request),
+            )
+            .await;
+            let Ok(Ok(answer)) = answer else { continue };
+            let answer = answer.into_inner();
+            if answer.cluster_id != core.cluster_id
+                || answer.leader_id == 0
+                || answer.leader_id != answer.member_id
+            {
+                continue;
+            }
+            let listed =
+                crate::raft::decode_members(&answer.members).is_some_and(|ms| ms.contains_key(&me));
+            if !listed {
+                return;
+            }
+        }
+    }
+}
+
 /// Runs a member until `shutdown` completes.
 pub async fn serve(
     config: MemberConfig,
@@ -308,6 +361,7 @@ pub async fn serve(
         }
     };
     let peers = PeerContext::new(cluster_id, member_id, cluster.clone(), peer_client_config);
+    let peer_context = peers.clone();
     let node = RaftNode::start(
         member_id,
         db.clone(),
@@ -457,8 +511,15 @@ pub async fn serve(
     }
     info!(member = %config.name, "ready to serve client requests");
 
-    shutdown.await;
-    info!(member = %config.name, "shutting down");
+    // As etcd: a member removed from the cluster stops (it would otherwise campaign forever).
+    let removed = watch_removal(&core, &peer_context);
+    tokio::select! {
+        () = &mut shutdown => info!(member = %config.name, "shutting down"),
+        () = removed => tracing::error!(
+            member = %config.name,
+            "this member was removed from the cluster; stopping. To rejoin, `member add` it again and start it with an empty --data-dir and --initial-cluster-state existing"
+        ),
+    }
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = s.await;

@@ -346,8 +346,13 @@ fn a_learner_is_added_and_promoted_and_a_member_removed() {
         "{}",
         text(&out)
     );
-    c.members[gone].stop();
-    c.members.remove(gone);
+    // As etcd, the removed member stops by itself.
+    let mut removed = c.members.remove(gone);
+    assert!(
+        wait_until(Duration::from_secs(30), || !removed.is_running()),
+        "the removed member stopped"
+    );
+    assert!(removed.log_text().contains("removed from the cluster"));
     let out = c.members[0].rampart(&["member", "list"]);
     assert_eq!(text(&out).lines().count(), 3, "{}", text(&out));
     assert!(put(&c.members[0], "after-remove", "1"));
@@ -394,4 +399,38 @@ fn move_leader_hands_leadership_to_the_named_member() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(c.leader(), leader);
     assert!(put(&c.members[target], "after-move", "1"));
+}
+
+#[test]
+fn a_member_whose_flags_give_another_cluster_refuses_to_start() {
+    let pki = TestPki::init(&[]);
+    let mut members: Vec<Member> = THREE
+        .iter()
+        .map(|n| Member::prepare(&pki, n, &[]))
+        .collect();
+    let initial = initial_cluster(&members);
+    for m in members.iter_mut().take(2) {
+        m.add_flags(&["--initial-cluster".into(), initial.clone()]);
+        m.launch();
+    }
+    for m in members.iter_mut().take(2) {
+        m.wait_ready();
+    }
+    let odd = &mut members[2];
+    odd.add_flags(&[
+        "--initial-cluster".into(),
+        initial,
+        "--initial-cluster-token".into(),
+        "another-token".into(),
+    ]);
+    odd.launch();
+    assert!(
+        wait_until(Duration::from_secs(30), || !odd.is_running()),
+        "it exits"
+    );
+    let log = odd.log_text();
+    assert!(
+        log.contains("already runs cluster") && log.contains("same flags"),
+        "{log}"
+    );
 }
