@@ -49,3 +49,4 @@ clean-local:
 bench:
 	bash bench/pki-init.sh
 	bash bench/kv.sh
+	bash bench/cluster.sh
