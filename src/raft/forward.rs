@@ -20,8 +20,6 @@ type Raft = openraft::Raft<TypeConfig, StateMachine>;
 pub enum Forwarded {
     /// An encoded state machine command.
     Write(Vec<u8>),
-    /// Several encoded commands, proposed together; answered with [`ProposeOutcome::Many`].
-    Writes(Vec<Vec<u8>>),
     /// Set a member's attributes (name and URLs): a member publishing itself, or MemberUpdate.
     SetNode {
         /// The member.
@@ -71,8 +69,6 @@ pub enum ProposeOutcome {
     Unknown,
     /// The leader refused the request; the reason is for the client.
     Refused(String),
-    /// One outcome per write of a [`Forwarded::Writes`], in order.
-    Many(Vec<ProposeOutcome>),
 }
 
 /// What the leader answers to a read-index request.
@@ -137,12 +133,6 @@ fn not_in_sync(raft: &Raft, ids: &BTreeSet<NodeId>) -> Option<ProposeOutcome> {
 pub async fn execute(raft: &Raft, request: Forwarded) -> ProposeOutcome {
     match request {
         Forwarded::Write(bytes) => outcome(raft.client_write(Command(bytes.into())).await),
-        Forwarded::Writes(all) => {
-            let writes = all.into_iter().map(|bytes| async move {
-                outcome(raft.client_write(Command(bytes.into())).await)
-            });
-            ProposeOutcome::Many(futures_util::future::join_all(writes).await)
-        }
         Forwarded::SetNode { id, node } => outcome(
             raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), false)
                 .await,

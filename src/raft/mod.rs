@@ -13,7 +13,6 @@
 //! Durability contract: an appended entry is reported flushed, and a vote save returns, only
 //! after RocksDB has fsynced it. Column families and keys: [`schema`].
 
-mod batcher;
 mod codec;
 mod command;
 mod error;

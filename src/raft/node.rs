@@ -9,7 +9,6 @@ use std::time::Duration;
 use openraft::rt::WatchReceiver;
 use rocksdb::DB;
 
-use super::batcher::{ForwardFailure, WriteBatcher};
 use super::command::{self, StateCommand, StateResult};
 use super::forward::{self, Forwarded, ProposeOutcome, ReadIndexOutcome};
 use super::log_store::LogStore;
@@ -114,7 +113,6 @@ pub struct RaftNode {
     store: Arc<SharedStore>,
     id: NodeId,
     peers: Arc<PeerContext>,
-    writes: WriteBatcher,
     snapshot_dir: std::path::PathBuf,
     election_timeout: Duration,
 }
@@ -184,7 +182,6 @@ impl RaftNode {
             raft,
             store,
             id,
-            writes: WriteBatcher::start(peers.clone()),
             peers,
             snapshot_dir,
             election_timeout: settings.election_timeout,
@@ -222,15 +219,16 @@ impl RaftNode {
         index: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(), RaftNodeError> {
-        // The apply-progress watch carries only the applied log id: far cheaper per waiter
-        // than the metrics watch when many requests wait at once.
-        let mut progress = self.raft.watch_apply_progress();
-        let reached = progress.wait_until(|applied| applied.is_some_and(|a| a.index >= index));
-        match tokio::time::timeout_at(deadline, reached).await {
-            Err(_) => Err(RaftNodeError::Timeout),
-            Ok(Err(e)) => Err(RaftNodeError::Stopped(e.to_string())),
-            Ok(Ok(_)) => Ok(()),
-        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "forwarded request applied here")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => RaftNodeError::Timeout,
+                other => RaftNodeError::Stopped(other.to_string()),
+            })
     }
 
     /// Waits for a leader other than "none", up to `deadline`.
@@ -266,19 +264,7 @@ impl RaftNode {
                 Some(l) => l,
                 None => self.leader_before(deadline).await?,
             };
-            let outcome = if let (Forwarded::Write(bytes), false) = (&request, target == self.id) {
-                let node = self.node_of(target).ok_or(RaftNodeError::NoLeader)?;
-                let forwarded = self.writes.forward(target, node, bytes.clone());
-                match tokio::time::timeout_at(deadline, forwarded).await {
-                    Err(_) | Ok(Err(ForwardFailure::Timeout)) => {
-                        return Err(RaftNodeError::Timeout);
-                    }
-                    Ok(Err(ForwardFailure::Unreachable)) => {
-                        return Err(RaftNodeError::LeaderUnreachable);
-                    }
-                    Ok(Ok(outcome)) => outcome,
-                }
-            } else if target == self.id {
+            let outcome = if target == self.id {
                 tokio::time::timeout_at(deadline, forward::execute(&self.raft, request.clone()))
                     .await
                     .map_err(|_| RaftNodeError::Timeout)?
@@ -315,7 +301,6 @@ impl RaftNode {
                 }
                 ProposeOutcome::Unknown => return Err(RaftNodeError::LeaderChanged),
                 ProposeOutcome::Refused(reason) => return Err(RaftNodeError::Refused(reason)),
-                ProposeOutcome::Many(_) => return Err(RaftNodeError::BadResponse),
             }
         }
     }
