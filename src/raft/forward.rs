@@ -129,8 +129,29 @@ fn not_in_sync(raft: &Raft, ids: &BTreeSet<NodeId>) -> Option<ProposeOutcome> {
     None
 }
 
+/// Waits (a bounded while) until no membership change is in flight: raft takes one at a time,
+/// and members publishing themselves at start-up would otherwise collide.
+async fn settle_membership(raft: &Raft) {
+    use openraft::rt::WatchReceiver;
+    for _ in 0..100 {
+        let pending = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config.log_id().as_ref().map(|l| l.index)
+                > m.last_applied.as_ref().map(|l| l.index)
+        };
+        if !pending {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Carries out `request` on this member, which should be the leader.
 pub async fn execute(raft: &Raft, request: Forwarded) -> ProposeOutcome {
+    if !matches!(request, Forwarded::Write(_)) {
+        settle_membership(raft).await;
+    }
     match request {
         Forwarded::Write(bytes) => outcome(raft.client_write(Command(bytes.into())).await),
         Forwarded::SetNode { id, node } => outcome(
