@@ -520,10 +520,18 @@ pub async fn serve(
             "this member was removed from the cluster; stopping. To rejoin, `member add` it again and start it with an empty --data-dir and --initial-cluster-state existing"
         ),
     }
+    // Stop accepting, stop raft (which ends the peers' replication streams), then give open
+    // connections a moment to finish their requests: peers keep their connections open
+    // forever, so a graceful close alone would never complete.
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
-    }
     core.node.shutdown().await;
+    for mut s in servers {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut s).await.is_err() {
+            s.abort();
+        }
+    }
     Ok(())
 }
+
+/// How long open connections may take to finish when the member stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -174,8 +174,15 @@ fn a_stopped_member_catches_up_from_the_log_and_from_a_snapshot() {
     let lagger = (leader + 1) % 3;
     let writer = (leader + 2) % 3;
 
-    // From the log: a few entries while it is down.
+    // From the log: a few entries while it is down. SIGTERM stops a member promptly, although
+    // its peers keep their replication connections open.
+    let stopping = Instant::now();
     c.members[lagger].stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
     for i in 0..10 {
         assert!(put(&c.members[writer], &format!("log{i}"), "x"));
     }
