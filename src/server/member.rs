@@ -206,6 +206,25 @@ async fn first_ids(config: &MemberConfig, probe: &PeerContext) -> Result<(u64, u
     }
 }
 
+/// Binds `addr` and accepts mutual-TLS connections on it with the (reloadable) `config`.
+async fn listen(
+    addr: &std::net::SocketAddr,
+    config: &tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+    cluster: &str,
+) -> Result<TlsIncoming, ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: *addr,
+            source,
+        })?;
+    Ok(TlsIncoming::new(
+        listener,
+        config.clone(),
+        cluster.to_owned(),
+    ))
+}
+
 /// Refuses TLS material whose certificate is not the member certificate of `name`.
 fn check_member_cert(
     material: &Material,
@@ -382,13 +401,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for addr in &config.listen_peer {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: *addr,
-                source,
-            })?;
-        let incoming = TlsIncoming::new(listener, peer_config_rx.clone(), cluster.clone());
+        let incoming = listen(addr, &peer_config_rx, &cluster).await?;
         let router = Server::builder()
             .http2_adaptive_window(Some(true))
             .add_service(node.peer_service(initial.clone()));
@@ -465,13 +478,7 @@ pub async fn serve(
 
     let (_config_tx, config_rx) = tokio::sync::watch::channel(server_config);
     for addr in &config.listen_client {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: *addr,
-                source,
-            })?;
-        let incoming = TlsIncoming::new(listener, config_rx.clone(), cluster.clone());
+        let incoming = listen(addr, &config_rx, &cluster).await?;
         let kv = pb::kv_server::KvServer::new(KvService::new(core.clone()))
             .max_decoding_message_size(decode_limit)
             .max_encoding_message_size(usize::MAX);

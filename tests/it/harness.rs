@@ -215,17 +215,7 @@ impl Member {
 
     /// [`Member::start`] with extra `rampart serve` flags.
     pub fn start_with(pki: &TestPki, name: &str, extra: &[&str]) -> Member {
-        let mut m = Member {
-            name: name.to_owned(),
-            client_url: format!("https://127.0.0.1:{}", free_port()),
-            peer_url: format!("https://127.0.0.1:{}", free_port()),
-            data_dir: pki.tmp.path().join(format!("{name}.data")),
-            pki_dir: pki.dir.clone(),
-            tmp: pki.tmp.path().to_owned(),
-            proc: None,
-            starts: 0,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
+        let mut m = Member::prepare(pki, name, extra);
         m.spawn();
         m.wait_ready();
         m
