@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   cli ──(client side of api)──▶ member
-//!   server ──▶ api ──▶ raft ──▶ mvcc        (a member: gRPC services, replication, state)
+//!   server ──▶ api ──▶ raft ──▶ mvcc, lease (a member: gRPC services, replication, state)
 //!   tls, pki                                 (leaves, used by server and cli)
 //! ```
 //!
@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod lease;
 pub mod mvcc;
 pub mod pki;
 pub mod raft;

@@ -40,6 +40,10 @@ pub struct Core {
     pub db: Arc<DB>,
     /// Where temporary snapshot files go.
     pub tmp_dir: std::path::PathBuf,
+    /// How often watchers that asked for progress notices get one.
+    pub watch_progress_interval: Duration,
+    /// IDs for leases granted without one.
+    pub lease_ids: crate::lease::IdGenerator,
     nospace: AtomicBool,
     /// Database size as last measured, and when (ms since `started`): the quota check runs on
     /// every write, RocksDB's size properties are not free, and a second of staleness is
@@ -69,6 +73,8 @@ impl Core {
             limits,
             db,
             tmp_dir,
+            watch_progress_interval: super::watch::DEFAULT_PROGRESS_INTERVAL,
+            lease_ids: crate::lease::IdGenerator::new(member_id),
             nospace: AtomicBool::new(false),
             cached_size: AtomicI64::new(0),
             measured_at_ms: AtomicI64::new(i64::MIN),
@@ -77,6 +83,12 @@ impl Core {
         // A member restarted over its quota raises the alarm again at once.
         core.check_quota();
         core
+    }
+
+    /// Sets the interval of watch progress notices.
+    pub fn with_watch_progress_interval(mut self, interval: Duration) -> Core {
+        self.watch_progress_interval = interval;
+        self
     }
 
     /// A response header at `revision`.

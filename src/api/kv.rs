@@ -39,13 +39,15 @@ pub fn mvcc_status(e: MvccError) -> Status {
     }
 }
 
-fn rejection_status(r: Rejection) -> Status {
+/// A deterministic refusal of the state machine as etcd reports it.
+pub fn rejection_status(r: Rejection) -> Status {
     match r {
         Rejection::KeyNotFound => EtcdError::KeyNotFound.into(),
         Rejection::Compacted => EtcdError::Compacted.into(),
         Rejection::FutureRevision => EtcdError::FutureRev.into(),
         Rejection::DuplicateKey => EtcdError::DuplicateKey.into(),
         Rejection::LeaseNotFound => EtcdError::LeaseNotFound.into(),
+        Rejection::LeaseExists => EtcdError::LeaseExists.into(),
         Rejection::Undecodable => EtcdError::Corrupt.into(),
     }
 }

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use super::proto::etcdserverpb as pb;
 use super::proto::{v3electionpb as el, v3lockpb as lk};
@@ -29,42 +29,6 @@ macro_rules! pending_service {
             )*
         }
     };
-}
-
-/// The Watch service (watch is a later feature).
-#[derive(Debug, Default, Clone)]
-pub struct PendingWatch;
-
-#[tonic::async_trait]
-impl pb::watch_server::Watch for PendingWatch {
-    type WatchStream = BoxStream<pb::WatchResponse>;
-
-    async fn watch(
-        &self,
-        _request: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(not_yet("Watch"))
-    }
-}
-
-/// The Lease service (leases are a later feature).
-#[derive(Debug, Default, Clone)]
-pub struct PendingLease;
-
-pending_service! { PendingLease: pb::lease_server::Lease, "leases", {
-        type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
-
-        async fn lease_keep_alive(
-            &self,
-            _request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
-        ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-            Err(not_yet("leases"))
-        }
-    },
-    lease_grant(pb::LeaseGrantRequest) -> pb::LeaseGrantResponse;
-    lease_revoke(pb::LeaseRevokeRequest) -> pb::LeaseRevokeResponse;
-    lease_time_to_live(pb::LeaseTimeToLiveRequest) -> pb::LeaseTimeToLiveResponse;
-    lease_leases(pb::LeaseLeasesRequest) -> pb::LeaseLeasesResponse;
 }
 
 /// The Auth service (RBAC is a later feature; the certificate already identifies callers).

@@ -27,6 +27,10 @@ pub enum EtcdError {
     NoSpace,
     /// The lease does not exist.
     LeaseNotFound,
+    /// LeaseGrant with an ID that is taken.
+    LeaseExists,
+    /// LeaseGrant with a TTL above the maximum.
+    LeaseTtlTooLarge,
     /// The request is larger than `--max-request-bytes`.
     RequestTooLarge,
     /// Too many requests in flight.
@@ -93,6 +97,8 @@ impl EtcdError {
                 "etcdserver: mvcc: database space exceeded",
             ),
             LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+            LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+            LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
             RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
             TooManyRequests => (Code::ResourceExhausted, "etcdserver: too many requests"),
             PermissionDenied => (Code::PermissionDenied, "etcdserver: permission denied"),

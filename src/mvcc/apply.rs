@@ -2,12 +2,14 @@
 //! (RocksDB write) → [`PublishToken::publish`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rocksdb::{WriteBatch, WriteOptions};
 
 use super::check::{check_txn_duplicates, is_txn_read_only};
 use super::codec;
 use super::error::MvccError;
+use super::events::{Event, EventKind};
 use super::index::{IndexEntry, KeyRange};
 use super::read::{self, ReadSource, TxnPath};
 use super::schema::{
@@ -287,6 +289,37 @@ impl<'a> ApplyBatch<'a> {
         self.write_request(|b, w| b.exec_txn(w, req, &path))
     }
 
+    /// Deletes every key attached to `lease` (as of the requests applied so far), in one new
+    /// revision, as etcd's lease revoke does; none when no key carries it. Returns the
+    /// revision after the delete. Whether the lease itself exists is the caller's business.
+    pub fn revoke_lease(&mut self, lease: i64) -> Result<i64, MvccError> {
+        let mut candidates: Vec<Vec<u8>> = self.store.keys_with_lease(lease);
+        candidates.extend(self.overlay.iter().filter_map(|(k, changes)| {
+            let last = changes.last()?;
+            (last.put.as_ref()?.lease == lease).then(|| k.clone())
+        }));
+        candidates.sort_unstable();
+        candidates.dedup();
+        let at = self.revision;
+        let mut attached = Vec::new();
+        for key in candidates {
+            let Some(entry) = self.entries(&KeyRange::Single(&key), at)?.pop() else {
+                continue;
+            };
+            let kv = self.fetch(std::slice::from_ref(&entry))?;
+            if kv.first().is_some_and(|kv| kv.lease == lease) {
+                attached.push(key);
+            }
+        }
+        self.write_request(|b, w| {
+            for key in attached {
+                b.record(w, key, None);
+            }
+            Ok(())
+        })?;
+        Ok(self.revision)
+    }
+
     /// etcd's Compact: from now on reads below `revision` fail with [`MvccError::Compacted`].
     /// Each key keeps its newest record at or below `revision` (unless that is a delete); the
     /// older records are deleted from RocksDB in this and the following batches, at most
@@ -467,21 +500,48 @@ impl<'a> ApplyBatch<'a> {
         let store: &'a MvccStore = self.store;
         let kv = store.cf(CF_KV)?;
         let meta = store.cf(CF_META)?;
+        let mut events = Vec::new();
         for (key, changes) in &mut self.overlay {
             for c in changes.iter_mut() {
-                let record = match &mut c.put {
+                let (record, event) = match &mut c.put {
                     Some(p) => {
                         let bytes =
                             codec::encode_put(key, p.create_revision, p.version, p.lease, &p.value);
-                        // Publishing needs no values; free them early.
-                        p.value = Vec::new();
-                        bytes
+                        // Publishing needs no values: they move to the watchers' events.
+                        let kv = KeyValue {
+                            key: key.clone(),
+                            create_revision: p.create_revision,
+                            mod_revision: c.rev.main,
+                            version: p.version,
+                            value: std::mem::take(&mut p.value),
+                            lease: p.lease,
+                        };
+                        (
+                            bytes,
+                            Event {
+                                kind: EventKind::Put,
+                                kv,
+                            },
+                        )
                     }
-                    None => codec::encode_tombstone(key),
+                    None => (
+                        codec::encode_tombstone(key),
+                        Event {
+                            kind: EventKind::Delete,
+                            kv: KeyValue {
+                                key: key.clone(),
+                                mod_revision: c.rev.main,
+                                ..Default::default()
+                            },
+                        },
+                    ),
                 };
                 self.wb.put_cf(kv, schema::revision_key(c.rev), record);
+                events.push((c.rev, Arc::new(event)));
             }
         }
+        events.sort_unstable_by_key(|(rev, _)| *rev);
+        let events = events.into_iter().map(|(_, e)| e).collect();
         if self.revision != self.base {
             self.wb.put_cf(
                 meta,
@@ -518,6 +578,7 @@ impl<'a> ApplyBatch<'a> {
                 revision: self.revision,
                 compaction: self.compaction,
                 overlay: std::mem::take(&mut self.overlay),
+                events,
                 deletes,
                 finished,
             },
@@ -591,6 +652,8 @@ pub struct PublishToken<'a> {
     revision: i64,
     compaction: Option<i64>,
     overlay: Overlay,
+    /// The batch's changes as watchers see them, in revision order.
+    events: Vec<Arc<Event>>,
     deletes: usize,
     finished: Option<i64>,
 }
@@ -607,6 +670,10 @@ impl PublishToken<'_> {
             return self.revision;
         };
         let mut removed = Vec::new();
+        // Into the window first: a watcher that sees the new revision finds its events there.
+        self.store
+            .recent_events()
+            .push(std::mem::take(&mut self.events));
         {
             let mut p = self.store.write_published();
             debug_assert_eq!(p.revision, self.base, "batches publish in order");

@@ -20,8 +20,8 @@
 //!
 //! Leases themselves live elsewhere: keys record their lease id, [`MvccStore::keys_with_lease`]
 //! lists a lease's keys, and [`ApplyBatch::set_lease_check`] lets the lessor refuse unknown
-//! leases. Not here yet: watch, snapshot install (reopen the store after replacing its column
-//! families).
+//! leases. Watchers read the history as a feed of events ([`MvccStore::events_after`]); they are
+//! told of new revisions by whoever publishes them (the raft state machine).
 //!
 //! Applying one batch of committed entries, with the caller's applied log id in the same
 //! atomic write:
@@ -51,6 +51,7 @@ mod apply;
 mod check;
 mod codec;
 mod error;
+mod events;
 mod index;
 mod read;
 pub mod schema;
@@ -63,6 +64,7 @@ mod tests;
 pub use apply::{ApplyBatch, PendingApply, PublishToken};
 pub use check::{check_txn_duplicates, is_txn_read_only, txn_exceeds_max_ops};
 pub use error::MvccError;
+pub use events::{Event, EventBatch, EventKind, EventLimits};
 pub use schema::{COLUMN_FAMILIES, cf_descriptors, cf_options};
 pub use store::{MvccOptions, MvccStore};
 pub use types::{

@@ -7,6 +7,7 @@ use rocksdb::{ColumnFamily, DB, IteratorMode, ReadOptions, SnapshotWithThreadMod
 
 use super::codec::{self, Record};
 use super::error::MvccError;
+use super::events::{RECENT_EVENTS_BYTES, RecentEvents};
 use super::index::{IndexEntry, KeyRange, TreeIndex};
 use super::read::{self, ReadSource};
 use super::schema::{
@@ -106,6 +107,7 @@ pub struct MvccStore {
     pub(crate) options: MvccOptions,
     published: RwLock<Published>,
     apply: Mutex<Option<ApplyState>>,
+    recent: Mutex<RecentEvents>,
 }
 
 /// A read view over published revisions: the index under a short lock, values from a RocksDB
@@ -208,8 +210,11 @@ impl MvccStore {
             options,
             published: RwLock::new(Published::default()),
             apply: Mutex::new(None),
+            recent: Mutex::new(RecentEvents::starting_at(i64::MAX, RECENT_EVENTS_BYTES)),
         };
         let (published, state) = store.load()?;
+        *store.recent_events() =
+            RecentEvents::starting_at(published.revision + 1, RECENT_EVENTS_BYTES);
         *store.write_published() = published;
         *store.lock_apply() = Some(state);
         Ok(store)
@@ -322,6 +327,11 @@ impl MvccStore {
         self.published
             .write()
             .expect("mvcc index lock poisoned by an earlier panic")
+    }
+
+    pub(crate) fn recent_events(&self) -> MutexGuard<'_, RecentEvents> {
+        // The window holds only copies of durable history: whatever a panic left is safe.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn lock_apply(&self) -> MutexGuard<'_, Option<ApplyState>> {

@@ -21,6 +21,20 @@ pub enum StateCommand {
         /// Compact history below this revision.
         revision: i64,
     },
+    /// etcd's LeaseGrant; the ID and the TTL (already raised to the minimum) are chosen by the
+    /// proposer, so every member applies the same lease.
+    LeaseGrant {
+        /// The lease ID (positive).
+        id: i64,
+        /// Granted TTL in seconds.
+        ttl: i64,
+    },
+    /// etcd's LeaseRevoke, also proposed by the leader when a lease expires: the lease goes and
+    /// its keys are deleted in one revision.
+    LeaseRevoke {
+        /// The lease ID.
+        id: i64,
+    },
 }
 
 /// Why an applied command changed nothing. Deterministic: every member reaches the same
@@ -37,6 +51,8 @@ pub enum Rejection {
     DuplicateKey,
     /// The lease does not exist.
     LeaseNotFound,
+    /// A lease with this ID exists already.
+    LeaseExists,
     /// The command could not be decoded (written by a newer release).
     Undecodable,
 }
@@ -53,6 +69,18 @@ pub enum StateResult {
     /// A compaction took effect; the store's revision.
     Compacted {
         /// The store's revision when the compaction was applied.
+        revision: i64,
+    },
+    /// A lease was granted.
+    LeaseGranted {
+        /// Its ID.
+        id: i64,
+        /// Its TTL in seconds.
+        ttl: i64,
+    },
+    /// A lease was revoked; the store's revision after its keys were deleted.
+    LeaseRevoked {
+        /// The revision.
         revision: i64,
     },
     /// The command changed nothing, for this reason.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::state_machine::StateMachine;
 use super::types::{Command, Node, NodeId, TypeConfig};
+use crate::lease::{Lessor, Renewal};
 
 type Raft = openraft::Raft<TypeConfig, StateMachine>;
 
@@ -83,6 +84,71 @@ pub enum ReadIndexOutcome {
     },
     /// The leader could not reach a quorum.
     NoQuorum,
+}
+
+/// A lease question only the leader answers: it alone keeps lease deadlines.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum LeaseQuery {
+    /// Renew the lease with this ID (a keep-alive).
+    Renew(i64),
+    /// How long the lease with this ID has left.
+    TimeToLive(i64),
+}
+
+/// The leader's answer to a [`LeaseQuery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseAnswer {
+    /// Renewed for this many seconds.
+    Renewed(i64),
+    /// The lease's remaining and granted TTL, in seconds.
+    TimeToLive {
+        /// Seconds left.
+        remaining: i64,
+        /// The granted TTL.
+        granted: i64,
+    },
+    /// No such lease (or it already expired).
+    NotFound,
+    /// The receiver is not the leader.
+    NotLeader {
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+}
+
+/// Answers `query` on this member if it leads. A new leader takes over the lease deadlines
+/// here at the latest (every lease gets its full TTL plus `extend`: see [`Lessor::promote`]).
+pub fn answer_lease(
+    raft: &Raft,
+    lessor: &Lessor,
+    extend: std::time::Duration,
+    query: LeaseQuery,
+) -> LeaseAnswer {
+    let (leader, term, me) = {
+        use openraft::rt::WatchReceiver;
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        (m.current_leader, m.current_term, m.id)
+    };
+    if leader != Some(me) {
+        lessor.demote();
+        return LeaseAnswer::NotLeader { leader };
+    }
+    lessor.promote(term, extend);
+    match query {
+        LeaseQuery::Renew(id) => match lessor.renew(id) {
+            Renewal::Renewed(ttl) => LeaseAnswer::Renewed(ttl),
+            Renewal::NotFound => LeaseAnswer::NotFound,
+            Renewal::NotPrimary => LeaseAnswer::NotLeader { leader },
+        },
+        LeaseQuery::TimeToLive(id) => match lessor.time_to_live(id) {
+            Some(t) => LeaseAnswer::TimeToLive {
+                remaining: t.remaining,
+                granted: t.granted,
+            },
+            None => LeaseAnswer::NotFound,
+        },
+    }
 }
 
 fn outcome(

@@ -205,6 +205,7 @@ impl PeerContext {
                 UnaryKind::TransferLeader => client.transfer_leader(request).await,
                 UnaryKind::Propose => client.propose(request).await,
                 UnaryKind::ReadIndex => client.read_index(request).await,
+                UnaryKind::Lease => client.lease(request).await,
             }
         };
         let response = tokio::time::timeout(timeout, call)
@@ -236,6 +237,8 @@ pub enum UnaryKind {
     Propose,
     /// A read index.
     ReadIndex,
+    /// A lease question for the leader.
+    Lease,
 }
 
 impl UnaryKind {
@@ -246,6 +249,7 @@ impl UnaryKind {
             UnaryKind::TransferLeader => "transfer-leader response",
             UnaryKind::Propose => "proposal outcome",
             UnaryKind::ReadIndex => "read index",
+            UnaryKind::Lease => "lease answer",
         }
     }
 }

@@ -10,13 +10,14 @@ use openraft::rt::WatchReceiver;
 use rocksdb::DB;
 
 use super::command::{self, StateCommand, StateResult};
-use super::forward::{self, Forwarded, ProposeOutcome, ReadIndexOutcome};
+use super::forward::{self, Forwarded, LeaseAnswer, LeaseQuery, ProposeOutcome, ReadIndexOutcome};
 use super::log_store::LogStore;
 use super::network::{FORWARD_TIMEOUT, MAX_PAYLOAD_ENTRIES, PeerContext, PeerNetwork, UnaryKind};
 use super::peer_proto::peer_server::PeerServer;
 use super::peer_service::PeerService;
 use super::state_machine::{SharedStore, StateMachine};
 use super::types::{Node, NodeId, TypeConfig};
+use crate::lease::Lessor;
 use crate::mvcc::MvccStore;
 
 /// Timing and log-retention settings, etcd's defaults.
@@ -111,6 +112,7 @@ pub struct MemberInfo {
 pub struct RaftNode {
     raft: openraft::Raft<TypeConfig, StateMachine>,
     store: Arc<SharedStore>,
+    lessor: Arc<Lessor>,
     id: NodeId,
     peers: Arc<PeerContext>,
     snapshot_dir: std::path::PathBuf,
@@ -153,9 +155,10 @@ impl RaftNode {
             .map_err(|e| start(&e))?
             .map_err(|e| start(&e))?;
         let store = SharedStore::new(mvcc);
+        let lessor = Lessor::open(&db).map_err(|e| start(&e))?;
         let snapshot_dir = data_dir.join("snapshots");
-        let sm =
-            StateMachine::open(db, store.clone(), snapshot_dir.clone()).map_err(|e| start(&e))?;
+        let sm = StateMachine::open(db, store.clone(), lessor.clone(), snapshot_dir.clone())
+            .map_err(|e| start(&e))?;
         let election = settings.election_timeout.as_millis() as u64;
         let config = openraft::Config {
             cluster_name: "rampart".to_owned(),
@@ -181,6 +184,7 @@ impl RaftNode {
         Ok(RaftNode {
             raft,
             store,
+            lessor,
             id,
             peers,
             snapshot_dir,
@@ -196,6 +200,8 @@ impl RaftNode {
             self.peers.clone(),
             initial,
             self.snapshot_dir.clone(),
+            self.lessor.clone(),
+            self.election_timeout,
         );
         PeerServer::new(Arc::new(service))
             .max_decoding_message_size(super::network::MAX_PEER_MESSAGE_BYTES)
@@ -362,6 +368,61 @@ impl RaftNode {
                 ReadIndexOutcome::NoQuorum => return Err(RaftNodeError::Timeout),
             }
         }
+    }
+
+    /// Asks the leader (this member or another) a lease question; retries while leadership
+    /// moves, until the request timeout.
+    pub async fn lease(&self, query: LeaseQuery) -> Result<LeaseAnswer, RaftNodeError> {
+        let deadline = tokio::time::Instant::now() + request_timeout(self.election_timeout);
+        loop {
+            let known = self.raft.metrics().borrow_watched().current_leader;
+            let leader = match known {
+                Some(l) => l,
+                None => self.leader_before(deadline).await?,
+            };
+            let answer = if leader == self.id {
+                forward::answer_lease(&self.raft, &self.lessor, self.election_timeout, query)
+            } else {
+                let node = self.node_of(leader).ok_or(RaftNodeError::NoLeader)?;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.peers
+                    .call(
+                        leader,
+                        &node,
+                        UnaryKind::Lease,
+                        &query,
+                        left.min(FORWARD_TIMEOUT),
+                    )
+                    .await
+                    .map_err(|e| forward_error(&e))?
+            };
+            match answer {
+                LeaseAnswer::NotLeader { .. } => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(RaftNodeError::Timeout);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The member's lease table.
+    pub fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
+    }
+
+    /// The leader term this member leads in, if it is the leader.
+    pub fn leading_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        (m.current_leader == Some(self.id)).then_some(m.current_term)
+    }
+
+    /// The election timeout (a new leader extends leases by it).
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout
     }
 
     /// Makes this member's entry in the membership say `me` (name and URLs), retrying until
@@ -542,6 +603,12 @@ impl RaftNode {
     /// The MVCC store readers use (replaced when a snapshot is installed: fetch per request).
     pub fn store(&self) -> Arc<MvccStore> {
         self.store.get()
+    }
+
+    /// Sees every newly published revision (watchers wake on it, then read the new events
+    /// from [`RaftNode::store`]).
+    pub fn subscribe_revisions(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.store.subscribe()
     }
 
     /// Stops raft; pending proposals fail.

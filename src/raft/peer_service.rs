@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::command;
-use super::forward::{self, Forwarded, ReadIndexOutcome};
+use super::forward::{self, Forwarded, LeaseQuery, ReadIndexOutcome};
 use super::network::PeerContext;
 use super::peer_proto::peer_server::Peer;
 use super::peer_proto::{
@@ -34,6 +34,7 @@ use super::peer_proto::{
 use super::snapshot::{self, SnapshotFile};
 use super::state_machine::StateMachine;
 use super::types::{Membership, Node, NodeId, TypeConfig, Vote};
+use crate::lease::Lessor;
 use crate::tls::{Caller, PeerInfo};
 
 type Raft = openraft::Raft<TypeConfig, StateMachine>;
@@ -45,6 +46,8 @@ pub struct PeerService {
     context: Arc<PeerContext>,
     initial: BTreeMap<NodeId, Node>,
     snapshot_dir: PathBuf,
+    lessor: Arc<Lessor>,
+    election_timeout: std::time::Duration,
     received: AtomicU64,
 }
 
@@ -74,12 +77,16 @@ impl PeerService {
         context: Arc<PeerContext>,
         initial: BTreeMap<NodeId, Node>,
         snapshot_dir: PathBuf,
+        lessor: Arc<Lessor>,
+        election_timeout: std::time::Duration,
     ) -> PeerService {
         PeerService {
             raft,
             context,
             initial,
             snapshot_dir,
+            lessor,
+            election_timeout,
             received: AtomicU64::new(0),
         }
     }
@@ -437,6 +444,13 @@ impl Peer for Arc<PeerService> {
             Err(openraft::error::RaftError::Fatal(f)) => return Err(stopped(f)),
         };
         encode_response(&outcome)
+    }
+
+    async fn lease(&self, request: Request<PeerRequest>) -> Result<Response<PeerResponse>, Status> {
+        self.authenticate(request.extensions().get(), request.get_ref().from.as_ref())?;
+        let query: LeaseQuery = decode_body(&request.get_ref().body, "lease question")?;
+        let answer = forward::answer_lease(&self.raft, &self.lessor, self.election_timeout, query);
+        encode_response(&answer)
     }
 
     async fn cluster_info(

@@ -29,6 +29,7 @@ const EXTENSION: &str = "rsnap";
 /// Column families a snapshot carries: the whole replicated state.
 pub fn state_cfs() -> Vec<&'static str> {
     let mut cfs: Vec<&'static str> = mvcc::COLUMN_FAMILIES.to_vec();
+    cfs.extend_from_slice(crate::lease::COLUMN_FAMILIES);
     cfs.push(CF_SM_META);
     cfs
 }

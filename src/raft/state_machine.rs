@@ -24,6 +24,7 @@ use rocksdb::{DB, WriteOptions};
 use super::command::{self, Rejection, StateCommand, StateResult};
 use super::snapshot::{self, SnapshotFile};
 use super::types::{CommandResponse, LogId, StoredMembership, TypeConfig};
+use crate::lease::Lessor;
 use crate::mvcc::{ApplyBatch, MvccError, MvccStore};
 
 /// Column family of the state machine's own metadata.
@@ -35,17 +36,34 @@ pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 
 /// The MVCC store of a member, replaceable as a whole when a snapshot is installed.
 /// Readers clone the current `Arc` and read from it.
+/// Watchers subscribe to the published revision ([`SharedStore::subscribe`]) and read the new
+/// events from the current store.
 #[derive(Debug)]
 pub struct SharedStore {
     current: RwLock<Arc<MvccStore>>,
+    published: tokio::sync::watch::Sender<i64>,
 }
 
 impl SharedStore {
     /// Wraps an opened store.
     pub fn new(store: MvccStore) -> Arc<SharedStore> {
+        let (published, _) = tokio::sync::watch::channel(store.current_revision());
         Arc::new(SharedStore {
             current: RwLock::new(Arc::new(store)),
+            published,
         })
+    }
+
+    /// A receiver that sees each newly published revision (the latest one when several were
+    /// published between looks).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.published.subscribe()
+    }
+
+    /// Tells subscribers that the current store published up to `revision`.
+    fn announce(&self) {
+        let revision = self.get().current_revision();
+        self.published.send_replace(revision);
     }
 
     /// The current store.
@@ -66,6 +84,7 @@ impl SharedStore {
 pub struct StateMachine {
     db: Arc<DB>,
     store: Arc<SharedStore>,
+    lessor: Arc<Lessor>,
     snapshot_dir: PathBuf,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -81,11 +100,12 @@ fn meta_cf(db: &DB) -> io::Result<&rocksdb::ColumnFamily> {
 }
 
 impl StateMachine {
-    /// Opens the state machine on `db` (which must have [`CF_SM_META`] and the MVCC column
-    /// families); snapshots live in `snapshot_dir`.
+    /// Opens the state machine on `db` (which must have [`CF_SM_META`], the MVCC and the lease
+    /// column families); snapshots live in `snapshot_dir`.
     pub fn open(
         db: Arc<DB>,
         store: Arc<SharedStore>,
+        lessor: Arc<Lessor>,
         snapshot_dir: PathBuf,
     ) -> io::Result<StateMachine> {
         std::fs::create_dir_all(&snapshot_dir)?;
@@ -103,6 +123,7 @@ impl StateMachine {
         Ok(StateMachine {
             db,
             store,
+            lessor,
             snapshot_dir,
             applied,
             membership,
@@ -126,10 +147,45 @@ fn rejection(e: MvccError) -> Result<Rejection, MvccError> {
     })
 }
 
-fn apply_command(batch: &mut ApplyBatch<'_>, bytes: &[u8]) -> Result<StateResult, MvccError> {
+/// Where an applied batch writes besides the MVCC store.
+struct ApplyContext<'a> {
+    db: &'a DB,
+    lessor: &'a Lessor,
+}
+
+fn apply_command(
+    batch: &mut ApplyBatch<'_>,
+    cx: &ApplyContext<'_>,
+    bytes: &[u8],
+) -> io::Result<StateResult> {
     let Some(cmd) = command::decode::<StateCommand>(bytes) else {
         return Ok(StateResult::Rejected(Rejection::Undecodable));
     };
+    match &cmd {
+        StateCommand::LeaseGrant { id, ttl } => {
+            let granted = cx
+                .lessor
+                .apply_grant(cx.db, batch.write_batch(), *id, *ttl)
+                .map_err(storage_err)?;
+            return Ok(if granted {
+                StateResult::LeaseGranted { id: *id, ttl: *ttl }
+            } else {
+                StateResult::Rejected(Rejection::LeaseExists)
+            });
+        }
+        StateCommand::LeaseRevoke { id } => {
+            let revoked = cx
+                .lessor
+                .apply_revoke(cx.db, batch.write_batch(), *id)
+                .map_err(storage_err)?;
+            if !revoked {
+                return Ok(StateResult::Rejected(Rejection::LeaseNotFound));
+            }
+            let revision = batch.revoke_lease(*id).map_err(storage_err)?;
+            return Ok(StateResult::LeaseRevoked { revision });
+        }
+        _ => {}
+    }
     let outcome = match &cmd {
         StateCommand::Put(req) => batch.put(req).map(StateResult::Put),
         StateCommand::DeleteRange(req) => batch.delete_range(req).map(StateResult::DeleteRange),
@@ -139,27 +195,38 @@ fn apply_command(batch: &mut ApplyBatch<'_>, bytes: &[u8]) -> Result<StateResult
                 revision: batch.revision(),
             })
         }
+        StateCommand::LeaseGrant { .. } | StateCommand::LeaseRevoke { .. } => {
+            return Ok(StateResult::Nothing);
+        }
     };
     match outcome {
         Ok(result) => Ok(result),
-        Err(e) => rejection(e).map(StateResult::Rejected),
+        Err(e) => rejection(e).map(StateResult::Rejected).map_err(storage_err),
     }
 }
 
 /// Applies `entries` in one batch and one RocksDB write; returns one result per entry.
+///
+/// The lease table changes in memory as entries apply, before the batch is written: if that
+/// write fails, the node stops (a storage error is fatal to raft), so nobody acts on it.
 fn apply_entries(
     db: &DB,
     store: &MvccStore,
+    lessor: &Arc<Lessor>,
     entries: &[super::types::Entry],
     membership: &mut StoredMembership,
 ) -> io::Result<(Vec<StateResult>, Option<LogId>)> {
     let mut batch = store.begin_apply().map_err(storage_err)?;
+    let check = lessor.clone();
+    // Every member answers from the same table at the same log position: deterministic.
+    batch.set_lease_check(move |id| check.exists(id));
+    let cx = ApplyContext { db, lessor };
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
     for entry in entries {
         let result = match &entry.payload {
             EntryPayload::Blank => StateResult::Nothing,
-            EntryPayload::Normal(cmd) => apply_command(&mut batch, &cmd.0).map_err(storage_err)?,
+            EntryPayload::Normal(cmd) => apply_command(&mut batch, &cx, &cmd.0)?,
             EntryPayload::Membership(m) => {
                 *membership = StoredMembership::new(Some(entry.log_id()), m.clone());
                 StateResult::Nothing
@@ -206,15 +273,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let db = self.db.clone();
         let store = self.store.get();
+        let lessor = self.lessor.clone();
         let mut membership = self.membership.clone();
         let (results, last, membership) = tokio::task::spawn_blocking(move || {
-            apply_entries(&db, &store, &batch, &mut membership)
+            apply_entries(&db, &store, &lessor, &batch, &mut membership)
                 .map(|(r, last)| (r, last, membership))
         })
         .await
         .map_err(io::Error::other)??;
         self.applied = last;
         self.membership = membership;
+        self.store.announce();
         for (responder, result) in responders.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(CommandResponse(command::encode(&result).into()));
@@ -238,6 +307,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let dir = self.snapshot_dir.clone();
         let expected = meta.last_log_id;
+        let lessor = self.lessor.clone();
         let store = tokio::task::spawn_blocking(move || -> io::Result<MvccStore> {
             let installed = snapshot::install(&db, &snapshot)?;
             if installed.last_log_id != expected {
@@ -246,11 +316,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 ));
             }
             snapshot::keep_only(&dir, &snapshot)?;
+            lessor.reload(&db).map_err(storage_err)?;
             MvccStore::open(db).map_err(storage_err)
         })
         .await
         .map_err(io::Error::other)??;
         self.store.replace(store);
+        self.store.announce();
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())

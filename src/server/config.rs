@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// snapshot. Default: 5000
     #[arg(long, env = "RAMPART_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES")]
     pub experimental_snapshot_catchup_entries: Option<u64>,
+    /// How often watchers that asked for progress notices get one (e.g. 10m, 30s, 500ms).
+    /// Default: 10m
+    #[arg(long, env = "RAMPART_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL")]
+    pub experimental_watch_progress_notify_interval: Option<String>,
 }
 
 impl ServeArgs {
@@ -167,7 +171,8 @@ impl ServeArgs {
             max_request_bytes,
             max_txn_ops,
             snapshot_count,
-            experimental_snapshot_catchup_entries
+            experimental_snapshot_catchup_entries,
+            experimental_watch_progress_notify_interval
         )
     }
 }
@@ -233,6 +238,8 @@ pub struct MemberConfig {
     pub snapshot_count: u64,
     /// Entries kept after a snapshot.
     pub snapshot_catchup_entries: u64,
+    /// Interval of watch progress notices.
+    pub watch_progress_notify_interval: std::time::Duration,
 }
 
 impl MemberConfig {
@@ -385,6 +392,24 @@ impl MemberConfig {
         let snapshot_catchup_entries = a
             .experimental_snapshot_catchup_entries
             .unwrap_or(DEFAULT_SNAPSHOT_CATCHUP_ENTRIES);
+        let watch_progress_notify_interval = match &a.experimental_watch_progress_notify_interval {
+            None => crate::api::watch::DEFAULT_PROGRESS_INTERVAL,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    return Err(invalid(
+                        "experimental-watch-progress-notify-interval",
+                        "must be positive",
+                    ));
+                }
+                Err(e) => {
+                    return Err(invalid(
+                        "experimental-watch-progress-notify-interval",
+                        format!("{text:?} is not a duration ({e}); write e.g. 10m, 30s or 500ms"),
+                    ));
+                }
+            },
+        };
         Ok(MemberConfig {
             name,
             data_dir,
@@ -404,6 +429,7 @@ impl MemberConfig {
             max_txn_ops,
             snapshot_count,
             snapshot_catchup_entries,
+            watch_progress_notify_interval,
         })
     }
 }

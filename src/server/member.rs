@@ -15,10 +15,12 @@ use super::{ids, storage};
 use crate::api::cluster::ClusterService;
 use crate::api::core::{Core, Limits};
 use crate::api::kv::KvService;
+use crate::api::lease::{LeaseService, spawn_expiry};
 use crate::api::maintenance::MaintenanceService;
-use crate::api::pending::{PendingAuth, PendingElection, PendingLease, PendingLock, PendingWatch};
+use crate::api::pending::{PendingAuth, PendingElection, PendingLock};
 use crate::api::proto::etcdserverpb as pb;
 use crate::api::proto::{v3electionpb, v3lockpb};
+use crate::api::watch::WatchService;
 use crate::pki::CertInfo;
 use crate::raft::{ClusterInfoRequest, Node, NodeId, PeerContext, RaftNode, RaftSettings};
 use crate::tls::{self, ClientPolicy, Material, PeerInfo, TlsFiles, TlsIncoming};
@@ -454,14 +456,17 @@ pub async fn serve(
         max_txn_ops: config.max_txn_ops as usize,
         quota_backend_bytes: config.quota_backend_bytes,
     };
-    let core = Arc::new(Core::new(
-        node,
-        cluster_id,
-        member_id,
-        limits,
-        db,
-        config.data_dir.join("tmp"),
-    ));
+    let core = Arc::new(
+        Core::new(
+            node,
+            cluster_id,
+            member_id,
+            limits,
+            db,
+            config.data_dir.join("tmp"),
+        )
+        .with_watch_progress_interval(config.watch_progress_notify_interval),
+    );
     let decode_limit = limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
 
     // Publish this member's name and client URLs in the membership (as etcd publishes its
@@ -476,6 +481,7 @@ pub async fn serve(
         tokio::spawn(async move { core.node.publish(me).await });
     }
 
+    let expiry = spawn_expiry(core.clone());
     let (_config_tx, config_rx) = tokio::sync::watch::channel(server_config);
     for addr in &config.listen_client {
         let incoming = listen(addr, &config_rx, &cluster).await?;
@@ -487,6 +493,10 @@ pub async fn serve(
                 .max_decoding_message_size(decode_limit)
                 .max_encoding_message_size(usize::MAX);
         let cluster_svc = pb::cluster_server::ClusterServer::new(ClusterService::new(core.clone()));
+        let watch = pb::watch_server::WatchServer::new(WatchService::new(core.clone()))
+            .max_decoding_message_size(decode_limit)
+            .max_encoding_message_size(usize::MAX);
+        let lease = pb::lease_server::LeaseServer::new(LeaseService::new(core.clone()));
         let router = Server::builder()
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 kv,
@@ -500,8 +510,14 @@ pub async fn serve(
                 cluster_svc,
                 require_identity,
             ))
-            .add_service(pb::watch_server::WatchServer::new(PendingWatch))
-            .add_service(pb::lease_server::LeaseServer::new(PendingLease))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                watch,
+                require_identity,
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                lease,
+                require_identity,
+            ))
             .add_service(pb::auth_server::AuthServer::new(PendingAuth))
             .add_service(v3lockpb::lock_server::LockServer::new(PendingLock))
             .add_service(v3electionpb::election_server::ElectionServer::new(
@@ -531,6 +547,7 @@ pub async fn serve(
     // connections a moment to finish their requests: peers keep their connections open
     // forever, so a graceful close alone would never complete.
     let _ = stop_tx.send(true);
+    expiry.abort();
     core.node.shutdown().await;
     for mut s in servers {
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut s).await.is_err() {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
-use crate::{mvcc, raft};
+use crate::{lease, mvcc, raft};
 
 /// Names of every column family, in one list.
 pub fn all_column_families() -> Vec<String> {
     raft::COLUMN_FAMILIES
         .iter()
         .chain(mvcc::COLUMN_FAMILIES)
+        .chain(lease::COLUMN_FAMILIES)
         .chain([raft::CF_SM_META].iter())
         .map(|s| (*s).to_owned())
         .collect()
@@ -27,6 +28,7 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.increase_parallelism(2);
     opts.set_max_background_jobs(2);
     let mut descriptors: Vec<ColumnFamilyDescriptor> = mvcc::cf_descriptors();
+    descriptors.extend(lease::cf_descriptors());
     for name in raft::COLUMN_FAMILIES
         .iter()
         .chain([raft::CF_SM_META].iter())
