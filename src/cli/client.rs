@@ -74,6 +74,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A lease ID as etcdctl prints it: hex (a `0x` prefix is accepted too). `None` when `text`
+/// is not one; callers word the error as the etcdctl command they mirror does.
+pub fn parse_lease(text: &str) -> Option<i64> {
+    // IDs are printed as 16 hex digits of the unsigned value, so read them back the same way.
+    u64::from_str_radix(text.trim_start_matches("0x"), 16)
+        .ok()
+        .map(|v| v as i64)
+}
+
+/// Resolves on Ctrl-C. If the handler cannot be installed it never resolves, so the
+/// command runs on as it would have without one.
+pub async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())
@@ -208,6 +225,15 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("2d").is_err());
+    }
+
+    #[test]
+    fn lease_ids_are_hex() {
+        assert_eq!(parse_lease("694d77aa9e38260f"), Some(0x694d77aa9e38260f));
+        assert_eq!(parse_lease("0x10"), Some(16));
+        assert_eq!(parse_lease("0"), Some(0));
+        assert_eq!(parse_lease("xyz"), None);
+        assert_eq!(parse_lease(""), None);
     }
 
     #[test]

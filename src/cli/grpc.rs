@@ -25,10 +25,15 @@ pub async fn with_timeout<T>(
 
 /// A gRPC status as a CLI error with its message.
 pub fn status_error(status: &tonic::Status) -> CliError {
-    let message = if status.message().is_empty() {
+    CliError::with_code(exit::ERROR, anyhow!(status_message(status)))
+}
+
+/// What etcdctl prints for a status: the server's message (etcd's `etcdserver: ...` text), or
+/// the code when there is none.
+pub fn status_message(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
         format!("{:?}", status.code())
     } else {
         status.message().to_owned()
-    };
-    CliError::with_code(exit::ERROR, anyhow!(message))
+    }
 }

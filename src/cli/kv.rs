@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::CliError;
-use super::client::ConnArgs;
+use super::client::{ConnArgs, parse_lease};
 use super::grpc::with_timeout;
 use super::output::OutputFormat;
 use crate::api::proto::etcdserverpb as pb;
@@ -165,12 +165,6 @@ fn range_end(key: &[u8], explicit: Option<&str>, flags: &RangeFlags) -> anyhow::
     })
 }
 
-fn parse_lease(text: &str) -> anyhow::Result<i64> {
-    u64::from_str_radix(text.trim_start_matches("0x"), 16)
-        .map(|v| v as i64)
-        .map_err(|_| anyhow!("bad lease ID ({text:?}), expecting ID in Hex"))
-}
-
 fn get_request(a: &GetArgs) -> anyhow::Result<pb::RangeRequest> {
     use pb::range_request::{SortOrder, SortTarget};
     let key = a.key.as_bytes().to_vec();
@@ -262,7 +256,8 @@ fn prepare(command: &KvCommand) -> anyhow::Result<Prepared> {
             Prepared::Put(pb::PutRequest {
                 key: a.key.as_bytes().to_vec(),
                 value: value.into_bytes(),
-                lease: parse_lease(&a.lease)?,
+                lease: parse_lease(&a.lease)
+                    .ok_or_else(|| anyhow!("bad lease ID ({:?}), expecting ID in Hex", a.lease))?,
                 prev_kv: a.prev_kv,
                 ignore_value: a.ignore_value,
                 ignore_lease: a.ignore_lease,
@@ -334,7 +329,8 @@ pub struct Printer {
     pub hex: bool,
 }
 
-fn b64(bytes: &[u8]) -> String {
+/// Bytes as Go's encoding/json writes a `[]byte`: standard base64.
+pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -342,6 +338,26 @@ fn b64(bytes: &[u8]) -> String {
 pub fn header_json(h: Option<&pb::ResponseHeader>) -> Value {
     let h = h.copied().unwrap_or_default();
     json!({"cluster_id": h.cluster_id, "member_id": h.member_id, "revision": h.revision, "raft_term": h.raft_term})
+}
+
+/// A header's fields as Go's encoding/json writes them with `omitempty`: zero fields left out.
+/// For etcdctl's responses that embed the header (lease commands) or print it as a value.
+pub fn header_fields(h: Option<&pb::ResponseHeader>) -> serde_json::Map<String, Value> {
+    let h = h.copied().unwrap_or_default();
+    let mut m = serde_json::Map::new();
+    if h.cluster_id != 0 {
+        m.insert("cluster_id".into(), json!(h.cluster_id));
+    }
+    if h.member_id != 0 {
+        m.insert("member_id".into(), json!(h.member_id));
+    }
+    if h.revision != 0 {
+        m.insert("revision".into(), json!(h.revision));
+    }
+    if h.raft_term != 0 {
+        m.insert("raft_term".into(), json!(h.raft_term));
+    }
+    m
 }
 
 /// A key-value as etcdctl's JSON shows it: bytes in base64, zero fields omitted.
@@ -384,7 +400,7 @@ impl Printer {
 
     /// As etcdctl: the key (unless values only), then the value — an empty line for
     /// `--keys-only`.
-    fn kv_lines(&self, kv: &mvccpb::KeyValue, value_only: bool) -> String {
+    pub fn kv_lines(&self, kv: &mvccpb::KeyValue, value_only: bool) -> String {
         if value_only {
             format!("{}\n", self.bytes(&kv.value))
         } else {

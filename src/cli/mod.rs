@@ -8,11 +8,13 @@ mod client;
 mod endpoint;
 mod grpc;
 mod kv;
+mod lease;
 mod member;
 mod output;
 mod pki;
 mod serve;
 mod txn_parse;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -24,8 +26,14 @@ pub use output::OutputFormat;
 pub mod exit {
     /// A command failed.
     pub const ERROR: u8 = 1;
+    /// The cluster could not be reached or answered with an error (lease queries, keep-alive).
+    pub const BAD_CONNECTION: u8 = 2;
     /// The input (names, files) was invalid.
     pub const INVALID_INPUT: u8 = 3;
+    /// The command cannot print in the requested output format.
+    pub const BAD_FEATURE: u8 = 4;
+    /// A stream ended from the server side (a canceled watch).
+    pub const INTERRUPTED: u8 = 5;
     /// The arguments were wrong.
     pub const BAD_ARGS: u8 = 128;
 }
@@ -52,9 +60,14 @@ enum Command {
     #[command(subcommand)]
     Pki(pki::PkiCommand),
     /// Run a member: the etcd v3 API over mutual TLS, replicated with raft, stored in RocksDB.
-    Serve(serve::ServeCommand),
+    // Boxed: its many member flags would otherwise make every `Command` as large.
+    Serve(Box<serve::ServeCommand>),
     /// Key-value commands (put, get, del, txn, compact), as etcdctl's.
     Kv(kv::KvArgs),
+    /// Watch a key or range and print its events until interrupted, as etcdctl's.
+    Watch(watch::WatchArgs),
+    /// Leases: grant, revoke, timetolive, list, keep-alive, as etcdctl's.
+    Lease(lease::LeaseArgs),
     /// Endpoint status, health and hash, as etcdctl's.
     Endpoint(endpoint::EndpointArgs),
     /// Save a snapshot of a member's data.
@@ -98,14 +111,41 @@ impl CliError {
     pub fn with_code(code: u8, error: anyhow::Error) -> Self {
         CliError { code, error }
     }
+
+    /// An exit code for a failure the command has already explained on stderr in its own
+    /// words (etcdctl exits without an `Error:` line in those cases).
+    pub fn reported(code: u8) -> Self {
+        CliError {
+            code,
+            error: anyhow::Error::new(Reported),
+        }
+    }
+
+    /// The same error, exiting with `code` instead.
+    pub fn exit_code(self, code: u8) -> Self {
+        CliError { code, ..self }
+    }
+
+    /// The error worded as etcdctl wraps a failed call: `what (cause)`.
+    pub fn wrapped(self, what: &str) -> Self {
+        let error = anyhow::anyhow!("{what} ({})", render_chain(&self.error));
+        CliError { error, ..self }
+    }
 }
+
+/// Marks an error whose message is already on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("the command has reported its failure")]
+struct Reported;
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Pki(cmd) => pki::run(cmd, cli.write_out),
-        Command::Serve(cmd) => serve::run(cmd),
+        Command::Serve(cmd) => serve::run(*cmd),
         Command::Kv(args) => kv::run(args, cli.write_out),
+        Command::Watch(args) => watch::run(args, cli.write_out),
+        Command::Lease(args) => lease::run(args, cli.write_out),
         Command::Endpoint(args) => endpoint::run(args, cli.write_out),
         Command::Snapshot(args) => endpoint::run_snapshot(args),
         Command::Member(args) => member::run(args, cli.write_out),
@@ -115,7 +155,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError { code, error }) => {
-            eprintln!("Error: {}", render_chain(&error));
+            if !error.is::<Reported>() {
+                eprintln!("Error: {}", render_chain(&error));
+            }
             ExitCode::from(code)
         }
     }

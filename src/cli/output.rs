@@ -1,5 +1,7 @@
 //! Output formats shared by every command: etcdctl's `-w simple|json|table`.
 
+use std::io::Write;
+
 use comfy_table::{
     CellAlignment, ContentArrangement, ContentLineStyle, LineStyle, Table, TableStyle,
 };
@@ -13,6 +15,14 @@ pub enum OutputFormat {
     Json,
     /// An ASCII table.
     Table,
+}
+
+/// Writes `text` to stdout and flushes it, so a reader at the other end of a pipe sees each
+/// response of a stream (watch, keep-alive) as it arrives.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
 
 /// etcdctl's table look: `+---+` rules above and below the header and at the bottom only.
