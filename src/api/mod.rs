@@ -6,10 +6,13 @@
 pub mod cluster;
 pub mod convert;
 pub mod core;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod pending;
 pub mod proto;
+pub mod recipes;
 pub mod status;
 pub mod watch;

@@ -8,7 +8,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::proto::etcdserverpb as pb;
-use super::proto::{v3electionpb as el, v3lockpb as lk};
 use super::status::not_yet;
 
 /// A boxed response stream.
@@ -53,30 +52,4 @@ pending_service! { PendingAuth: pb::auth_server::Auth, "the Auth API (users, rol
         role_delete(pb::AuthRoleDeleteRequest) -> pb::AuthRoleDeleteResponse;
         role_grant_permission(pb::AuthRoleGrantPermissionRequest) -> pb::AuthRoleGrantPermissionResponse;
         role_revoke_permission(pb::AuthRoleRevokePermissionRequest) -> pb::AuthRoleRevokePermissionResponse;
-}
-
-/// The v3lock Lock service (built on leases, a later feature).
-#[derive(Debug, Default, Clone)]
-pub struct PendingLock;
-
-pending_service! { PendingLock: lk::lock_server::Lock, "the Lock service", {},
-    lock(lk::LockRequest) -> lk::LockResponse;
-    unlock(lk::UnlockRequest) -> lk::UnlockResponse;
-}
-
-/// The v3election Election service (built on leases and watch, later features).
-#[derive(Debug, Default, Clone)]
-pub struct PendingElection;
-
-pending_service! { PendingElection: el::election_server::Election, "the Election service", {
-        type ObserveStream = BoxStream<el::LeaderResponse>;
-
-        async fn observe(&self, _request: Request<el::LeaderRequest>) -> Result<Response<Self::ObserveStream>, Status> {
-            Err(not_yet("the Election service"))
-        }
-    },
-    campaign(el::CampaignRequest) -> el::CampaignResponse;
-    proclaim(el::ProclaimRequest) -> el::ProclaimResponse;
-    leader(el::LeaderRequest) -> el::LeaderResponse;
-    resign(el::ResignRequest) -> el::ResignResponse;
 }

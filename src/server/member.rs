@@ -14,10 +14,12 @@ use super::config::{ClusterState, MemberConfig};
 use super::{ids, storage};
 use crate::api::cluster::ClusterService;
 use crate::api::core::{Core, Limits};
+use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::{LeaseService, spawn_expiry};
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
-use crate::api::pending::{PendingAuth, PendingElection, PendingLock};
+use crate::api::pending::PendingAuth;
 use crate::api::proto::etcdserverpb as pb;
 use crate::api::proto::{v3electionpb, v3lockpb};
 use crate::api::watch::WatchService;
@@ -519,9 +521,15 @@ pub async fn serve(
                 require_identity,
             ))
             .add_service(pb::auth_server::AuthServer::new(PendingAuth))
-            .add_service(v3lockpb::lock_server::LockServer::new(PendingLock))
-            .add_service(v3electionpb::election_server::ElectionServer::new(
-                PendingElection,
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                v3lockpb::lock_server::LockServer::new(LockService::new(core.clone())),
+                require_identity,
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                v3electionpb::election_server::ElectionServer::new(ElectionService::new(
+                    core.clone(),
+                )),
+                require_identity,
             ));
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
