@@ -8,7 +8,8 @@ use etcd_client::{
 
 use crate::harness::{Member, TestPki};
 
-async fn connect(pki: &TestPki, member: &Member) -> Client {
+/// An etcd-client connected to `member` as client `root`.
+pub async fn connect(pki: &TestPki, member: &Member) -> Client {
     let read = |p: &str| std::fs::read(pki.dir.join(p)).unwrap();
     let tls = TlsOptions::new()
         .ca_certificate(Certificate::from_pem(read("ca.crt")))

@@ -8,6 +8,7 @@ mod etcd_client;
 mod harness;
 mod interop_etcd;
 mod interop_openssl;
+mod lock;
 mod member;
 mod peer_door;
 mod pki_cli;
