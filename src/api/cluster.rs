@@ -111,7 +111,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         // requires; until it has started it counts against the quorum, as in etcd.
         self.core
             .node
-            .add_learner(id, node)
+            .add_learner(id, node, !req.is_learner)
             .await
             .map_err(raft_status)?;
         if !req.is_learner {

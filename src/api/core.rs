@@ -191,6 +191,9 @@ pub fn raft_status(e: RaftNodeError) -> Status {
         RaftNodeError::Stopped(_) => EtcdError::Stopped.into(),
         RaftNodeError::Timeout => EtcdError::Timeout.into(),
         RaftNodeError::LeaderUnreachable => EtcdError::TimeoutDueToLeaderFail.into(),
+        RaftNodeError::Refused(reason) if reason == crate::raft::UNHEALTHY => {
+            EtcdError::Unhealthy.into()
+        }
         RaftNodeError::Refused(reason) => {
             Status::failed_precondition(format!("etcdserver: {reason}"))
         }

@@ -65,6 +65,8 @@ pub enum EtcdError {
     NotLeader,
     /// MoveLeader to a member that cannot lead (unknown or a learner).
     BadLeaderTransferee,
+    /// A membership change while some voters are unreachable.
+    Unhealthy,
 }
 
 impl EtcdError {
@@ -133,6 +135,7 @@ impl EtcdError {
                 "etcdserver: can only promote a learner member which is in sync with leader",
             ),
             NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+            Unhealthy => (Code::Unavailable, "etcdserver: unhealthy cluster"),
             BadLeaderTransferee => (
                 Code::FailedPrecondition,
                 "etcdserver: bad leader transferee",

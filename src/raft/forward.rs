@@ -34,6 +34,8 @@ pub enum Forwarded {
         id: NodeId,
         /// Its attributes.
         node: Node,
+        /// Whether it is added to become a voter (the quorum checks then count it).
+        voter: bool,
     },
     /// Make learners voters (MemberPromote, or the second step of adding a voter).
     Promote {
@@ -213,10 +215,105 @@ async fn settle_membership(raft: &Raft) {
     }
 }
 
+/// etcd's refusal of a membership change while some voters are unreachable.
+pub const UNHEALTHY: &str = "unhealthy cluster";
+/// etcd's refusal of a membership change that too few started members could not survive.
+pub const NOT_ENOUGH_STARTED: &str = "re-configuration failed due to not enough started members";
+
+/// How recently a member must have answered the leader to count as connected (etcd's
+/// HealthInterval).
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What etcd's strict reconfiguration check looks at, as this leader sees it.
+struct Health {
+    voters: BTreeSet<NodeId>,
+    /// Voters that have published their attributes (etcd's "started" members).
+    started: BTreeSet<NodeId>,
+    /// Members that answered this leader within [`HEALTH_INTERVAL`], this leader included.
+    connected: BTreeSet<NodeId>,
+}
+
+fn health(raft: &Raft) -> Health {
+    use openraft::rt::WatchReceiver;
+    let metrics = raft.metrics().borrow_watched().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let started = membership
+        .nodes()
+        .filter(|(id, n)| voters.contains(id) && !n.client_urls.is_empty())
+        .map(|(id, _)| *id)
+        .collect();
+    let mut connected: BTreeSet<NodeId> = metrics
+        .heartbeat
+        .iter()
+        .flatten()
+        .filter_map(|(id, at)| {
+            at.as_ref()
+                .filter(|t| openraft::Instant::elapsed(&***t) < HEALTH_INTERVAL)
+                .map(|_| *id)
+        })
+        .collect();
+    connected.insert(metrics.id);
+    Health {
+        voters,
+        started,
+        connected,
+    }
+}
+
+/// etcd's `--strict-reconfig-check` (on by default): a membership change must not leave the
+/// cluster without a quorum of started, connected members.
+fn quorum_check(raft: &Raft, request: &Forwarded) -> Option<ProposeOutcome> {
+    let h = health(raft);
+    let refuse = |reason: &str| Some(ProposeOutcome::Refused(reason.to_owned()));
+    let quorum = |members: usize| members / 2 + 1;
+    match request {
+        Forwarded::AddLearner { voter, .. } => {
+            if *voter {
+                let (members, started) = (h.voters.len() + 1, h.started.len());
+                if !(started == 1 && members == 2) && started < quorum(members) {
+                    return refuse(NOT_ENOUGH_STARTED);
+                }
+            }
+            if !h.voters.iter().all(|v| h.connected.contains(v)) {
+                return refuse(UNHEALTHY);
+            }
+        }
+        Forwarded::Promote {
+            ids,
+            require_sync: true,
+        } => {
+            let members = h.voters.len() + ids.len();
+            if h.started.len() + ids.len() < quorum(members) {
+                return refuse(NOT_ENOUGH_STARTED);
+            }
+        }
+        Forwarded::Remove { id } if h.voters.contains(id) => {
+            let remaining = h.voters.len() - 1;
+            let started = h.started.iter().filter(|v| *v != id).count();
+            if started < quorum(remaining) {
+                return refuse(NOT_ENOUGH_STARTED);
+            }
+            // A member that is down is not part of the working quorum: removing it is safe.
+            if h.connected.contains(id) {
+                let active = h.voters.iter().filter(|v| h.connected.contains(v)).count();
+                if active - 1 < quorum(remaining) {
+                    return refuse(UNHEALTHY);
+                }
+            }
+        }
+        _ => {}
+    }
+    None
+}
+
 /// Carries out `request` on this member, which should be the leader.
 pub async fn execute(raft: &Raft, request: Forwarded) -> ProposeOutcome {
     if !matches!(request, Forwarded::Write(_)) {
         settle_membership(raft).await;
+        if let Some(refusal) = quorum_check(raft, &request) {
+            return refusal;
+        }
     }
     match request {
         Forwarded::Write(bytes) => outcome(raft.client_write(Command(bytes.into())).await),
@@ -224,7 +321,7 @@ pub async fn execute(raft: &Raft, request: Forwarded) -> ProposeOutcome {
             raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), false)
                 .await,
         ),
-        Forwarded::AddLearner { id, node } => outcome(raft.add_learner(id, node, false).await),
+        Forwarded::AddLearner { id, node, .. } => outcome(raft.add_learner(id, node, false).await),
         Forwarded::Promote { ids, require_sync } => {
             if require_sync && let Some(refusal) = not_in_sync(raft, &ids) {
                 return refusal;

@@ -33,7 +33,7 @@ mod types;
 
 pub use command::{Rejection, StateCommand, StateResult};
 pub use error::LogStoreError;
-pub use forward::{LEARNER_NOT_READY, LeaseAnswer, LeaseQuery};
+pub use forward::{LEARNER_NOT_READY, LeaseAnswer, LeaseQuery, NOT_ENOUGH_STARTED, UNHEALTHY};
 pub use log_store::{LogReader, LogStore, WriterStats};
 pub use network::{MAX_PEER_MESSAGE_BYTES, PeerContext, PeerError};
 pub use node::{MemberInfo, NodeStatus, RaftNode, RaftNodeError, RaftSettings};

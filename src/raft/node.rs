@@ -462,8 +462,13 @@ impl RaftNode {
     }
 
     /// Adds a member as a learner (it receives the log but does not vote).
-    pub async fn add_learner(&self, id: NodeId, node: Node) -> Result<(), RaftNodeError> {
-        self.submit(Forwarded::AddLearner { id, node })
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        node: Node,
+        voter: bool,
+    ) -> Result<(), RaftNodeError> {
+        self.submit(Forwarded::AddLearner { id, node, voter })
             .await
             .map(|_| ())
     }

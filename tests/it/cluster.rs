@@ -441,3 +441,47 @@ fn a_member_whose_flags_give_another_cluster_refuses_to_start() {
         "{log}"
     );
 }
+
+#[test]
+fn membership_changes_that_would_risk_the_quorum_are_refused() {
+    let pki = pki_with(&["rampart-0", "rampart-1", "rampart-2", "rampart-3"]);
+    let mut c = Cluster::start(&pki, &THREE, &[]);
+    assert!(put(&c.members[0], "k", "v"));
+    let ids = c.ids();
+    let leader = c.leader();
+    let down = (leader + 1) % 3;
+    let alive = (leader + 2) % 3;
+    c.members[down].kill();
+    // The leader notices the member is gone after etcd's health interval (5 s).
+    let m = &c.members[leader];
+    let refused = |out: &std::process::Output| {
+        !out.status.success() && text(out).contains("etcdserver: unhealthy cluster")
+    };
+    // Until then an add may still pass: as a learner with its own URL each time, one that
+    // slips through changes no quorum.
+    let mut last = String::new();
+    let mut port = 9;
+    let add_refused = wait_until(Duration::from_secs(30), || {
+        port += 1;
+        let out = m.rampart(&[
+            "member",
+            "add",
+            "rampart-3",
+            "--learner",
+            "--peer-urls",
+            &format!("https://127.0.0.1:{port}"),
+        ]);
+        last = text(&out);
+        refused(&out)
+    });
+    assert!(add_refused, "adding a member with a voter down: {last}");
+    // Removing a live voter would leave one live member of two: refused.
+    let out = m.rampart(&["member", "remove", &format!("{:x}", ids[alive])]);
+    assert!(refused(&out), "{}", text(&out));
+    // Removing the member that is down is what an operator should do, and is allowed.
+    let out = m.rampart(&["member", "remove", &format!("{:x}", ids[down])]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list = text(&m.rampart(&["member", "list"]));
+    assert!(!list.contains(&format!("{:x}", ids[down])), "{list}");
+    assert!(put(&c.members[alive], "after", "1"));
+}
