@@ -108,6 +108,35 @@ fn five_members_form_a_cluster() {
 }
 
 #[test]
+fn seven_members_survive_three_failures_but_not_four() {
+    let names: Vec<String> = (0..7).map(|i| format!("rampart-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let pki = pki_with(&names);
+    let mut c = Cluster::start(&pki, &names, &[]);
+    let leader = c.leader();
+    assert!(put(&c.members[6], "seven", "yes"));
+    // Three down (the leader among them): four of seven are still a quorum.
+    let mut down = vec![leader];
+    down.extend((0..7).filter(|i| *i != leader).take(2));
+    for i in &down {
+        c.members[*i].kill();
+    }
+    let up: Vec<usize> = (0..7).filter(|i| !down.contains(i)).collect();
+    let wrote = wait_until(Duration::from_secs(30), || {
+        put(&c.members[up[0]], "after-three", "yes")
+    });
+    assert!(wrote, "four of seven members refused a write");
+    assert_eq!(
+        get(&c.members[up[3]], "after-three", "l").as_deref(),
+        Some("yes")
+    );
+    // A fourth down: three of seven are a minority.
+    c.members[up[3]].kill();
+    let out = c.members[up[0]].rampart(&["kv", "put", "after-four", "no"]);
+    assert!(!out.status.success(), "three of seven acknowledged a write");
+}
+
+#[test]
 fn killing_the_leader_elects_another_and_no_acknowledged_write_is_lost() {
     let pki = TestPki::init(&[]);
     let mut c = Cluster::start(&pki, &THREE, &[]);
