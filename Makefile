@@ -50,3 +50,4 @@ bench:
 	bash bench/pki-init.sh
 	bash bench/kv.sh
 	bash bench/cluster.sh
+	bash bench/watch.sh

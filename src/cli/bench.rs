@@ -1,5 +1,8 @@
-//! `rampart bench put|range`: a load generator for any etcd v3 endpoint (rampart or etcd),
-//! printing throughput and latency percentiles.
+//! `rampart bench put|range|watch-fanout|lease-keepalive`: a load generator for any etcd v3
+//! endpoint (rampart or etcd), printing throughput and latency percentiles.
+
+mod fanout;
+mod keepalive;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +16,7 @@ use tonic::transport::Channel;
 
 use super::CliError;
 use super::client::ConnArgs;
+use super::grpc::status_message;
 use super::output::OutputFormat;
 use crate::api::proto::etcdserverpb as pb;
 use crate::api::proto::etcdserverpb::kv_client::KvClient;
@@ -58,6 +62,11 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value_t = Consistency::L)]
         consistency: Consistency,
     },
+    /// Watchers on one key, one writer: events delivered per second and delivery latency
+    /// (put sent to event received); every watcher must see every revision once, in order.
+    WatchFanout(fanout::FanoutArgs),
+    /// Lease keep-alives over --clients streams, one in flight each, round-robin over leases.
+    LeaseKeepalive(keepalive::KeepaliveArgs),
 }
 
 /// Read consistency.
@@ -147,12 +156,23 @@ async fn run_async(args: BenchArgs, format: OutputFormat) -> Result<(), CliError
     }
     let config = args.conn.client_config()?;
     let endpoints = args.conn.endpoint_list()?;
+    if endpoints.is_empty() {
+        return Err(anyhow!("no endpoints given").into());
+    }
     let mut channels = Vec::new();
     for i in 0..args.conns {
         let ep = &endpoints[i % endpoints.len()];
         channels.push(args.conn.connect_one(ep, config.clone()).await?);
     }
     let (name, work) = match &args.command {
+        BenchCommand::WatchFanout(fanout) => {
+            // The writer is a client of its own, on a connection no watcher shares.
+            let writer = args.conn.connect_one(&endpoints[0], config).await?;
+            return fanout::run(&args, fanout, &channels, writer, format).await;
+        }
+        BenchCommand::LeaseKeepalive(keepalive) => {
+            return keepalive::run(&args, keepalive, &channels, format).await;
+        }
         BenchCommand::Put {
             key_size,
             val_size,
@@ -192,7 +212,7 @@ async fn run_async(args: BenchArgs, format: OutputFormat) -> Result<(), CliError
         }
     };
     let report = drive(&channels, args.clients, args.total, work).await;
-    print_report(name, &args, &report, format);
+    print_report(name, &args, &report, format, &[]);
     if report.ok == 0 {
         return Err(anyhow!(
             "every request failed: {}",
@@ -212,9 +232,7 @@ async fn drive(channels: &[Channel], clients: usize, total: u64, work: Work) -> 
         let next = next.clone();
         let work = work.clone();
         tasks.push(tokio::spawn(async move {
-            // Three significant digits from 1 µs to 1 min.
-            let mut hist =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut hist = latency_histogram();
             let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
@@ -225,11 +243,11 @@ async fn drive(channels: &[Channel], clients: usize, total: u64, work: Work) -> 
                 match work.once(&mut kv, n).await {
                     Ok(()) => {
                         ok += 1;
-                        let _ = hist.record(t.elapsed().as_micros() as u64);
+                        record_since(&mut hist, t);
                     }
                     Err(s) => {
                         errors += 1;
-                        first_error.get_or_insert_with(|| s.message().to_owned());
+                        first_error.get_or_insert_with(|| status_message(&s));
                     }
                 }
             }
@@ -240,7 +258,7 @@ async fn drive(channels: &[Channel], clients: usize, total: u64, work: Work) -> 
         ok: 0,
         errors: 0,
         elapsed: Duration::ZERO,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        latency_us: latency_histogram(),
         first_error: None,
     };
     for t in tasks {
@@ -257,40 +275,129 @@ async fn drive(channels: &[Channel], clients: usize, total: u64, work: Work) -> 
     report
 }
 
-fn print_report(name: &str, args: &BenchArgs, r: &Report, format: OutputFormat) {
+/// An empty latency histogram in microseconds: three significant digits from 1 µs to 1 min.
+fn latency_histogram() -> Histogram<u64> {
+    // Constant bounds that satisfy hdrhistogram's rules (1 <= low, 2 * low <= high, sigfig <= 5).
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
+}
+
+/// Records the time since `start`; anything beyond the histogram's range counts as its maximum.
+fn record_since(hist: &mut Histogram<u64>, start: Instant) {
+    hist.saturating_record(start.elapsed().as_micros() as u64);
+}
+
+/// The line every bench prints for a latency histogram, in milliseconds.
+fn latency_line(label: &str, h: &Histogram<u64>) -> String {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "  {label:<10} p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        h.max() as f64 / 1000.0
+    )
+}
+
+/// Prints a request/response run; `extra` are workload parameters, added to the JSON object and
+/// to the first line of the text.
+fn print_report(
+    name: &str,
+    args: &BenchArgs,
+    r: &Report,
+    format: OutputFormat,
+    extra: &[(&str, serde_json::Value)],
+) {
     let secs = r.elapsed.as_secs_f64();
     let rate = r.ok as f64 / secs.max(1e-9);
     let ms = |q: f64| r.latency_us.value_at_quantile(q) as f64 / 1000.0;
     let max = r.latency_us.max() as f64 / 1000.0;
     if format == OutputFormat::Json {
-        println!(
-            "{}",
-            json!({
-                "op": name, "clients": args.clients, "conns": args.conns, "total": args.total,
-                "ok": r.ok, "errors": r.errors, "seconds": secs, "ops_per_sec": rate,
-                "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": max,
-            })
-        );
+        let mut object = json!({
+            "op": name, "clients": args.clients, "conns": args.conns, "total": args.total,
+        });
+        if let serde_json::Value::Object(m) = &mut object {
+            m.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            m.extend([
+                ("ok".to_owned(), json!(r.ok)),
+                ("errors".to_owned(), json!(r.errors)),
+                ("seconds".to_owned(), json!(secs)),
+                ("ops_per_sec".to_owned(), json!(rate)),
+                ("p50_ms".to_owned(), json!(ms(0.5))),
+                ("p90_ms".to_owned(), json!(ms(0.9))),
+                ("p99_ms".to_owned(), json!(ms(0.99))),
+                ("max_ms".to_owned(), json!(max)),
+            ]);
+        }
+        println!("{object}");
         return;
     }
+    let extra_text: String = extra.iter().map(|(k, v)| format!(", {k} {v}")).collect();
     println!(
-        "{name}: {} clients over {} connections, {} requests",
+        "{name}: {} clients over {} connections, {} requests{extra_text}",
         args.clients, args.conns, args.total
     );
     println!("  total      {secs:.3} s");
     println!("  ops/s      {rate:.0}");
-    println!(
-        "  latency ms p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        max
-    );
+    println!("{}", latency_line("latency ms", &r.latency_us));
     if r.errors > 0 {
         println!(
             "  errors     {} (first: {})",
             r.errors,
             r.first_error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    #[test]
+    fn bench_flags_do_not_collide() {
+        Bench::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_fanout_and_lease_keepalive_take_their_flags() {
+        let parsed = Bench::try_parse_from([
+            "bench",
+            "--conns",
+            "3",
+            "watch-fanout",
+            "--watchers",
+            "10000",
+            "--streams",
+            "10",
+            "--puts",
+            "50",
+            "--watch-key",
+            "k",
+        ]);
+        assert!(
+            matches!(&parsed, Ok(b) if b.args.conns == 3
+                && matches!(b.args.command, BenchCommand::WatchFanout(_))),
+            "{parsed:?}"
+        );
+        let parsed = Bench::try_parse_from([
+            "bench",
+            "lease-keepalive",
+            "--leases",
+            "8",
+            "--clients",
+            "64",
+        ]);
+        assert!(
+            matches!(&parsed, Ok(b) if b.args.clients == 64
+                && matches!(b.args.command, BenchCommand::LeaseKeepalive(_))),
+            "{parsed:?}"
         );
     }
 }
