@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::proto::etcdserverpb as pb;
 use super::status::EtcdError;
-use crate::raft::{RaftNode, RaftNodeError};
+use crate::raft::{RaftNode, RaftNodeError, StateCommand};
 
 /// The etcd API version rampart implements, reported by Status (clients gate features on it).
 pub const API_VERSION: &str = "3.5.0";
@@ -44,7 +44,10 @@ pub struct Core {
     pub watch_progress_interval: Duration,
     /// IDs for leases granted without one.
     pub lease_ids: crate::lease::IdGenerator,
-    nospace: AtomicBool,
+    /// Whether this member's database was over the quota when last measured.
+    over_quota: AtomicBool,
+    /// Wakes the task that raises this member's NOSPACE alarm through raft.
+    raise_alarm: tokio::sync::Notify,
     /// Database size as last measured, and when (ms since `started`): the quota check runs on
     /// every write, RocksDB's size properties are not free, and a second of staleness is
     /// harmless next to a 2 GiB quota.
@@ -75,7 +78,8 @@ impl Core {
             tmp_dir,
             watch_progress_interval: super::watch::DEFAULT_PROGRESS_INTERVAL,
             lease_ids: crate::lease::IdGenerator::new(member_id),
-            nospace: AtomicBool::new(false),
+            over_quota: AtomicBool::new(false),
+            raise_alarm: tokio::sync::Notify::new(),
             cached_size: AtomicI64::new(0),
             measured_at_ms: AtomicI64::new(i64::MIN),
             started: Instant::now(),
@@ -158,29 +162,75 @@ impl Core {
         self.cached_size.load(Ordering::Relaxed)
     }
 
-    /// Raises NOSPACE when the database outgrew the quota; returns whether it is raised.
+    /// Whether writes that add data must be refused: this member's database outgrew the quota,
+    /// or any member's NOSPACE alarm is raised (the alarm is replicated, as etcd's: one full
+    /// member stops writes on the whole cluster). Going over the quota raises this member's
+    /// alarm through raft ([`spawn_alarm_raiser`]).
     pub fn check_quota(&self) -> bool {
-        if self.recent_db_size() as u64 > self.limits.quota_backend_bytes
-            && !self.nospace.swap(true, Ordering::SeqCst)
-        {
-            tracing::error!(
-                quota = self.limits.quota_backend_bytes,
-                size = self.db_size(),
-                "database space exceeded: NOSPACE alarm raised; compact, defragment, then disarm the alarm"
-            );
+        let over = self.recent_db_size() as u64 > self.limits.quota_backend_bytes;
+        let was_over = self.over_quota.swap(over, Ordering::SeqCst);
+        if over && (!was_over || !self.node.alarms().nospace().contains(&self.member_id)) {
+            if !was_over {
+                tracing::error!(
+                    quota = self.limits.quota_backend_bytes,
+                    size = self.db_size(),
+                    "database space exceeded: raising the NOSPACE alarm; compact, defragment, then disarm the alarm"
+                );
+            }
+            self.raise_alarm.notify_one();
         }
-        self.nospace.load(Ordering::SeqCst)
+        over || self.node.alarms().any_nospace()
     }
 
-    /// Whether the NOSPACE alarm is raised.
+    /// Whether writes that add data are refused now (without measuring again).
     pub fn nospace(&self) -> bool {
-        self.nospace.load(Ordering::SeqCst)
+        self.over_quota.load(Ordering::SeqCst) || self.node.alarms().any_nospace()
     }
 
-    /// Clears the NOSPACE alarm (etcdctl alarm disarm); it is raised again if still over quota.
-    pub fn disarm_nospace(&self) {
-        self.nospace.store(false, Ordering::SeqCst);
+    /// Clears the NOSPACE alarm of `member` (0: of every member) through raft, as `etcdctl
+    /// alarm disarm` asks; a member still over its quota raises its alarm again on the next write.
+    pub async fn disarm_nospace(&self, member: u64) -> Result<(), Status> {
+        // Measure again on the next write rather than trusting a size from before a defrag.
+        self.measured_at_ms.store(i64::MIN, Ordering::Relaxed);
+        self.over_quota.store(false, Ordering::SeqCst);
+        let cmd = StateCommand::NoSpaceAlarm {
+            member,
+            raise: false,
+        };
+        self.node.propose(&cmd).await.map_err(raft_status)?;
+        Ok(())
     }
+}
+
+/// The task that raises this member's NOSPACE alarm through raft when [`Core::check_quota`]
+/// finds the database over the quota; retries while no quorum answers.
+pub fn spawn_alarm_raiser(core: Arc<Core>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Also measure every second: a member over its quota raises its alarm again after a
+        // disarm even if no write reaches it (etcd checks on every member's apply).
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = core.raise_alarm.notified() => {}
+                _ = tick.tick() => {
+                    core.check_quota();
+                }
+            }
+            while core.over_quota.load(Ordering::SeqCst)
+                && !core.node.alarms().nospace().contains(&core.member_id)
+            {
+                let cmd = StateCommand::NoSpaceAlarm {
+                    member: core.member_id,
+                    raise: true,
+                };
+                if let Err(e) = core.node.propose(&cmd).await {
+                    tracing::warn!(error = %e, "raising the NOSPACE alarm failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
 }
 
 /// A raft failure as etcd reports it.

@@ -27,15 +27,19 @@ impl MaintenanceService {
         MaintenanceService { core }
     }
 
+    /// The raised alarms: the replicated ones, plus this member's while its raise is on its way.
     fn alarms(&self) -> Vec<pb::AlarmMember> {
-        if self.core.nospace() {
-            vec![pb::AlarmMember {
-                member_id: self.core.member_id,
-                alarm: pb::AlarmType::Nospace as i32,
-            }]
-        } else {
-            vec![]
+        let mut members = self.core.node.alarms().nospace();
+        if self.core.nospace() && members.is_empty() {
+            members.insert(self.core.member_id);
         }
+        members
+            .into_iter()
+            .map(|member_id| pb::AlarmMember {
+                member_id,
+                alarm: pb::AlarmType::Nospace as i32,
+            })
+            .collect()
     }
 }
 
@@ -63,7 +67,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                 if req.alarm == pb::AlarmType::Nospace as i32
                     || req.alarm == pb::AlarmType::None as i32 =>
             {
-                self.core.disarm_nospace();
+                self.core.refuse_on_learner()?;
+                self.core.disarm_nospace(req.member_id).await?;
             }
             _ => {}
         }

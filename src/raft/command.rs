@@ -35,6 +35,14 @@ pub enum StateCommand {
         /// The lease ID.
         id: i64,
     },
+    /// Raise or clear the NOSPACE alarm of a member (0 clears every member's): while any member
+    /// has it raised, the whole cluster refuses writes that add data, as etcd does.
+    NoSpaceAlarm {
+        /// The member.
+        member: u64,
+        /// Raise (true) or clear (false).
+        raise: bool,
+    },
 }
 
 /// Why an applied command changed nothing. Deterministic: every member reaches the same

@@ -42,7 +42,7 @@ pub use peer_proto::{ClusterInfoRequest, ClusterInfoResponse};
 pub use peer_service::{PeerService, decode_members};
 pub use schema::{CF_RAFT_LOG, CF_RAFT_META, COLUMN_FAMILIES};
 pub use snapshot::{SnapshotFile, write_to as snapshot_to};
-pub use state_machine::{CF_SM_META, SharedStore, StateMachine};
+pub use state_machine::{Alarms, CF_SM_META, SharedStore, StateMachine};
 pub use types::{
     Command, CommandResponse, Entry, EntryPayload, LogId, Membership, Node, NodeId,
     StoredMembership, TypeConfig, Vote,

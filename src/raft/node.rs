@@ -15,7 +15,7 @@ use super::log_store::LogStore;
 use super::network::{FORWARD_TIMEOUT, MAX_PAYLOAD_ENTRIES, PeerContext, PeerNetwork, UnaryKind};
 use super::peer_proto::peer_server::PeerServer;
 use super::peer_service::PeerService;
-use super::state_machine::{SharedStore, StateMachine};
+use super::state_machine::{Alarms, SharedStore, StateMachine};
 use super::types::{Node, NodeId, TypeConfig};
 use crate::lease::Lessor;
 use crate::mvcc::MvccStore;
@@ -113,6 +113,7 @@ pub struct RaftNode {
     raft: openraft::Raft<TypeConfig, StateMachine>,
     store: Arc<SharedStore>,
     lessor: Arc<Lessor>,
+    alarms: Arc<Alarms>,
     id: NodeId,
     peers: Arc<PeerContext>,
     snapshot_dir: std::path::PathBuf,
@@ -159,6 +160,7 @@ impl RaftNode {
         let snapshot_dir = data_dir.join("snapshots");
         let sm = StateMachine::open(db, store.clone(), lessor.clone(), snapshot_dir.clone())
             .map_err(|e| start(&e))?;
+        let alarms = sm.alarms();
         let election = settings.election_timeout.as_millis() as u64;
         let config = openraft::Config {
             cluster_name: "rampart".to_owned(),
@@ -185,6 +187,7 @@ impl RaftNode {
             raft,
             store,
             lessor,
+            alarms,
             id,
             peers,
             snapshot_dir,
@@ -406,6 +409,11 @@ impl RaftNode {
                 other => return Ok(other),
             }
         }
+    }
+
+    /// The replicated alarms.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
     }
 
     /// The member's lease table.

@@ -33,6 +33,75 @@ pub const CF_SM_META: &str = "sm_meta";
 pub(crate) const KEY_APPLIED: &[u8] = b"applied";
 /// Key of the last applied membership in [`CF_SM_META`].
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Key of the members with a raised NOSPACE alarm in [`CF_SM_META`].
+pub(crate) const KEY_NOSPACE: &[u8] = b"alarms_nospace";
+
+/// The members whose NOSPACE alarm is raised: replicated state, read by the API on every write.
+#[derive(Debug, Default)]
+pub struct Alarms {
+    nospace: RwLock<std::collections::BTreeSet<u64>>,
+}
+
+impl Alarms {
+    fn load(db: &DB) -> io::Result<Alarms> {
+        let set = match db.get_cf(meta_cf(db)?, KEY_NOSPACE).map_err(storage_err)? {
+            Some(bytes) => {
+                command::decode(&bytes).ok_or_else(|| io::Error::other("corrupt alarm list"))?
+            }
+            None => Default::default(),
+        };
+        Ok(Alarms {
+            nospace: RwLock::new(set),
+        })
+    }
+
+    fn reload(&self, db: &DB) -> io::Result<()> {
+        let fresh = Alarms::load(db)?;
+        *self.nospace.write().unwrap_or_else(|e| e.into_inner()) = fresh
+            .nospace
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        Ok(())
+    }
+
+    /// The members whose NOSPACE alarm is raised.
+    pub fn nospace(&self) -> std::collections::BTreeSet<u64> {
+        self.nospace
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether any member's NOSPACE alarm is raised (cheap: on every write).
+    pub fn any_nospace(&self) -> bool {
+        !self
+            .nospace
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    fn apply(
+        &self,
+        db: &DB,
+        wb: &mut rocksdb::WriteBatch,
+        member: u64,
+        raise: bool,
+    ) -> io::Result<()> {
+        let mut set = self.nospace.write().unwrap_or_else(|e| e.into_inner());
+        match (raise, member) {
+            (true, m) => {
+                set.insert(m);
+            }
+            (false, 0) => set.clear(),
+            (false, m) => {
+                set.remove(&m);
+            }
+        }
+        wb.put_cf(meta_cf(db)?, KEY_NOSPACE, command::encode(&*set));
+        Ok(())
+    }
+}
 
 /// The MVCC store of a member, replaceable as a whole when a snapshot is installed.
 /// Readers clone the current `Arc` and read from it.
@@ -85,6 +154,7 @@ pub struct StateMachine {
     db: Arc<DB>,
     store: Arc<SharedStore>,
     lessor: Arc<Lessor>,
+    alarms: Arc<Alarms>,
     snapshot_dir: PathBuf,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -120,10 +190,12 @@ impl StateMachine {
                 .ok_or_else(|| io::Error::other("corrupt membership"))?,
             None => StoredMembership::default(),
         };
+        let alarms = Arc::new(Alarms::load(&db)?);
         Ok(StateMachine {
             db,
             store,
             lessor,
+            alarms,
             snapshot_dir,
             applied,
             membership,
@@ -133,6 +205,11 @@ impl StateMachine {
     /// The store readers use.
     pub fn store(&self) -> Arc<SharedStore> {
         self.store.clone()
+    }
+
+    /// The replicated alarms.
+    pub fn alarms(&self) -> Arc<Alarms> {
+        self.alarms.clone()
     }
 }
 
@@ -151,6 +228,7 @@ fn rejection(e: MvccError) -> Result<Rejection, MvccError> {
 struct ApplyContext<'a> {
     db: &'a DB,
     lessor: &'a Lessor,
+    alarms: &'a Alarms,
 }
 
 fn apply_command(
@@ -184,6 +262,11 @@ fn apply_command(
             let revision = batch.revoke_lease(*id).map_err(storage_err)?;
             return Ok(StateResult::LeaseRevoked { revision });
         }
+        StateCommand::NoSpaceAlarm { member, raise } => {
+            cx.alarms
+                .apply(cx.db, batch.write_batch(), *member, *raise)?;
+            return Ok(StateResult::Nothing);
+        }
         _ => {}
     }
     let outcome = match &cmd {
@@ -195,7 +278,9 @@ fn apply_command(
                 revision: batch.revision(),
             })
         }
-        StateCommand::LeaseGrant { .. } | StateCommand::LeaseRevoke { .. } => {
+        StateCommand::LeaseGrant { .. }
+        | StateCommand::LeaseRevoke { .. }
+        | StateCommand::NoSpaceAlarm { .. } => {
             return Ok(StateResult::Nothing);
         }
     };
@@ -213,6 +298,7 @@ fn apply_entries(
     db: &DB,
     store: &MvccStore,
     lessor: &Arc<Lessor>,
+    alarms: &Alarms,
     entries: &[super::types::Entry],
     membership: &mut StoredMembership,
 ) -> io::Result<(Vec<StateResult>, Option<LogId>)> {
@@ -220,7 +306,7 @@ fn apply_entries(
     let check = lessor.clone();
     // Every member answers from the same table at the same log position: deterministic.
     batch.set_lease_check(move |id| check.exists(id));
-    let cx = ApplyContext { db, lessor };
+    let cx = ApplyContext { db, lessor, alarms };
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
     for entry in entries {
@@ -274,9 +360,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let store = self.store.get();
         let lessor = self.lessor.clone();
+        let alarms = self.alarms.clone();
         let mut membership = self.membership.clone();
         let (results, last, membership) = tokio::task::spawn_blocking(move || {
-            apply_entries(&db, &store, &lessor, &batch, &mut membership)
+            apply_entries(&db, &store, &lessor, &alarms, &batch, &mut membership)
                 .map(|(r, last)| (r, last, membership))
         })
         .await
@@ -308,6 +395,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshot_dir.clone();
         let expected = meta.last_log_id;
         let lessor = self.lessor.clone();
+        let alarms = self.alarms.clone();
         let store = tokio::task::spawn_blocking(move || -> io::Result<MvccStore> {
             let installed = snapshot::install(&db, &snapshot)?;
             if installed.last_log_id != expected {
@@ -317,6 +405,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             snapshot::keep_only(&dir, &snapshot)?;
             lessor.reload(&db).map_err(storage_err)?;
+            alarms.reload(&db)?;
             MvccStore::open(db).map_err(storage_err)
         })
         .await

@@ -13,7 +13,7 @@ use tracing::info;
 use super::config::{ClusterState, MemberConfig};
 use super::{ids, storage};
 use crate::api::cluster::ClusterService;
-use crate::api::core::{Core, Limits};
+use crate::api::core::{Core, Limits, spawn_alarm_raiser};
 use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::{LeaseService, spawn_expiry};
@@ -484,6 +484,7 @@ pub async fn serve(
     }
 
     let expiry = spawn_expiry(core.clone());
+    let alarm_raiser = spawn_alarm_raiser(core.clone());
     let (_config_tx, config_rx) = tokio::sync::watch::channel(server_config);
     for addr in &config.listen_client {
         let incoming = listen(addr, &config_rx, &cluster).await?;
@@ -556,6 +557,7 @@ pub async fn serve(
     // forever, so a graceful close alone would never complete.
     let _ = stop_tx.send(true);
     expiry.abort();
+    alarm_raiser.abort();
     core.node.shutdown().await;
     for mut s in servers {
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut s).await.is_err() {

@@ -514,3 +514,51 @@ fn membership_changes_that_would_risk_the_quorum_are_refused() {
     assert!(!list.contains(&format!("{:x}", ids[down])), "{list}");
     assert!(put(&c.members[alive], "after", "1"));
 }
+
+#[test]
+fn one_member_over_its_quota_stops_writes_on_the_whole_cluster() {
+    if tool("etcdctl").is_none() {
+        return;
+    }
+    let pki = TestPki::init(&[]);
+    let mut members: Vec<Member> = THREE
+        .iter()
+        .map(|n| Member::prepare(&pki, n, &[]))
+        .collect();
+    let initial = initial_cluster(&members);
+    for (i, m) in members.iter_mut().enumerate() {
+        m.add_flags(&["--initial-cluster".into(), initial.clone()]);
+        if i == 2 {
+            // A quota the empty database already exceeds.
+            m.add_flags(&["--quota-backend-bytes".into(), "1".into()]);
+        }
+        m.launch();
+    }
+    for m in &mut members {
+        m.wait_ready();
+    }
+    let c = Cluster { members };
+    let full_id = c.ids()[2];
+    let refused = |m: &Member| {
+        let out = m.rampart(&["kv", "put", "k", "v"]);
+        !out.status.success() && text(&out).contains("database space exceeded")
+    };
+    // The alarm travels through raft: a member with room refuses writes too.
+    assert!(wait_until(Duration::from_secs(30), || refused(
+        &c.members[0]
+    )));
+    let alarms = text(&c.members[0].etcdctl("root", &["alarm", "list"]));
+    assert!(
+        alarms.contains(&format!("memberID:{full_id} alarm:NOSPACE")),
+        "{alarms}"
+    );
+    // Reads still work everywhere.
+    let read = c.members[1].rampart(&["kv", "get", "k"]);
+    assert!(read.status.success(), "{}", text(&read));
+    // Disarming clears the alarm cluster-wide; the member still over its quota raises it again.
+    let out = c.members[1].etcdctl("root", &["alarm", "disarm"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(wait_until(Duration::from_secs(30), || {
+        text(&c.members[0].etcdctl("root", &["alarm", "list"])).contains("alarm:NOSPACE")
+    }));
+}
