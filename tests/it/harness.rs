@@ -502,3 +502,141 @@ pub fn initial_cluster(members: &[Member]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+impl Proc {
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Member {
+    /// The process ID while it runs (to read its memory use from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// Starts a long-running etcdctl (API v3) as client `user`, e.g. `watch`, whose output
+    /// the test reads while it runs.
+    pub fn etcdctl_spawn(&self, user: &str, args: &[&str]) -> Streamed {
+        let mut cmd = Command::new(tool("etcdctl").expect("etcdctl is installed"));
+        cmd.env("ETCDCTL_API", "3")
+            .args(self.etcdctl_args(user))
+            .args(args);
+        Streamed::spawn(cmd)
+    }
+
+    /// An `etcd-client` crate client of this member, authenticated as `root`.
+    pub async fn etcd_client(&self) -> etcd_client::Client {
+        let read = |p: &str| std::fs::read(self.pki_dir.join(p)).expect("PKI file");
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")))
+            .identity(etcd_client::Identity::from_pem(
+                read("clients/root.crt"),
+                read("clients/root.key"),
+            ));
+        etcd_client::Client::connect(
+            [self.client_url.as_str()],
+            Some(
+                etcd_client::ConnectOptions::new()
+                    .with_tls(tls)
+                    .with_connect_timeout(Duration::from_secs(5)),
+            ),
+        )
+        .await
+        .expect("etcd-client connects over mutual TLS")
+    }
+}
+
+/// The resident memory of process `pid` in bytes (VmRSS from /proc), if it runs.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A child whose stdout lines and stderr are collected by threads while it runs; killed and
+/// reaped on drop (also when the test panics).
+pub struct Streamed {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Streamed {
+    /// Starts `cmd` with piped stdout and stderr.
+    pub fn spawn(mut cmd: Command) -> Streamed {
+        use std::io::{BufRead, Read};
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the command starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        let mut err = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Streamed {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits (bounded) until the stdout lines satisfy `check`.
+    pub fn wait_for(&self, limit: Duration, check: impl Fn(&[String]) -> bool) -> bool {
+        wait_until(limit, || check(&self.lines()))
+    }
+
+    /// Waits (bounded) for the process to exit by itself; `None` if it still runs. Output
+    /// read threads may lag the exit a little: callers wait for the text they expect.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
