@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn batches_stop_at_revision_boundaries() {
-        let events = vec![
+        let events = [
             put(2, "a", 10),
             put(2, "b", 10),
             put(3, "c", 10),
