@@ -228,16 +228,13 @@ impl RaftNode {
         index: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(), RaftNodeError> {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "forwarded request applied here")
+        let Some(applied) = self.store.applied_waiter(index) else {
+            return Ok(());
+        };
+        tokio::time::timeout_at(deadline, applied)
             .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                openraft::metrics::WaitError::Timeout(..) => RaftNodeError::Timeout,
-                other => RaftNodeError::Stopped(other.to_string()),
-            })
+            .map_err(|_| RaftNodeError::Timeout)?
+            .map_err(|_| RaftNodeError::Stopped("the state machine stopped".into()))
     }
 
     /// Waits for a leader other than "none", up to `deadline`.

@@ -111,6 +111,15 @@ impl Alarms {
 pub struct SharedStore {
     current: RwLock<Arc<MvccStore>>,
     published: tokio::sync::watch::Sender<i64>,
+    applied: std::sync::Mutex<Applied>,
+}
+
+/// The last applied log index, and who waits for a later one. Each waiter is woken once, when
+/// its index is applied (a watch channel would wake every waiter on every change).
+#[derive(Debug, Default)]
+struct Applied {
+    index: u64,
+    waiters: std::collections::BTreeMap<u64, Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl SharedStore {
@@ -120,7 +129,33 @@ impl SharedStore {
         Arc::new(SharedStore {
             current: RwLock::new(Arc::new(store)),
             published,
+            applied: std::sync::Mutex::new(Applied::default()),
         })
+    }
+
+    /// `None` when log index `index` is applied already, else a receiver that completes once it
+    /// is.
+    pub fn applied_waiter(&self, index: u64) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let mut a = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if a.index >= index {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        a.waiters.entry(index).or_default().push(tx);
+        Some(rx)
+    }
+
+    /// Records that the log is applied up to `index` and wakes those waiting for it.
+    fn set_applied(&self, index: u64) {
+        let mut a = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        a.index = a.index.max(index);
+        let first_pending = a.index + 1;
+        let later = a.waiters.split_off(&first_pending);
+        let due = std::mem::replace(&mut a.waiters, later);
+        drop(a);
+        for tx in due.into_values().flatten() {
+            let _ = tx.send(());
+        }
     }
 
     /// A receiver that sees each newly published revision (the latest one when several were
@@ -191,6 +226,9 @@ impl StateMachine {
             None => StoredMembership::default(),
         };
         let alarms = Arc::new(Alarms::load(&db)?);
+        if let Some(a) = applied {
+            store.set_applied(a.index);
+        }
         Ok(StateMachine {
             db,
             store,
@@ -371,6 +409,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = last;
         self.membership = membership;
         self.store.announce();
+        if let Some(last) = last {
+            self.store.set_applied(last.index);
+        }
         for (responder, result) in responders.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(CommandResponse(command::encode(&result).into()));
@@ -412,6 +453,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(io::Error::other)??;
         self.store.replace(store);
         self.store.announce();
+        if let Some(last) = meta.last_log_id {
+            self.store.set_applied(last.index);
+        }
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
