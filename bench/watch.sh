@@ -13,7 +13,8 @@
 #
 # Endpoints are listed leader first for both clusters, so that the writer, the single watcher
 # and the single keep-alive client talk to the leader in both, and the roles of the spread
-# connections match.
+# connections match. The last column is rampart/etcd: above 1 is better for events/s and
+# requests/s, below 1 is better for latency.
 #
 #   bash bench/watch.sh
 #   FANOUT_WATCHERS=20000 FANOUT_PUTS=100 KA_CLIENTS="1 16 64" bash bench/watch.sh
@@ -24,8 +25,8 @@ cd "$(dirname "$0")/.."
 SINGLE_PUTS="${SINGLE_PUTS:-2000}"           # puts seen by the single watcher
 FANOUT_WATCHERS="${FANOUT_WATCHERS:-10000}"  # watchers in the fan-out row
 FANOUT_STREAMS="${FANOUT_STREAMS:-10}"       # streams they share
-FANOUT_PUTS="${FANOUT_PUTS:-100}"            # puts back to back, each delivered to every watcher
-PACED_PUTS="${PACED_PUTS:-50}"               # puts in the paced fan-out row
+FANOUT_PUTS="${FANOUT_PUTS:-300}"            # puts back to back, each delivered to every watcher
+PACED_PUTS="${PACED_PUTS:-100}"              # puts in the paced fan-out row
 PACED_RATE="${PACED_RATE:-10}"               # their pace, puts/s
 VAL_SIZE="${VAL_SIZE:-256}"
 KA_CLIENTS="${KA_CLIENTS:-1 64}"             # keep-alive streams, one request in flight each
