@@ -168,7 +168,7 @@ async fn run_async(args: BenchArgs, format: OutputFormat) -> Result<(), CliError
         BenchCommand::WatchFanout(fanout) => {
             // The writer is a client of its own, on a connection no watcher shares.
             let writer = args.conn.connect_one(&endpoints[0], config).await?;
-            return fanout::run(&args, fanout, &channels, writer, format).await;
+            return fanout::run(&args, fanout, &endpoints, &channels, writer, format).await;
         }
         BenchCommand::LeaseKeepalive(keepalive) => {
             return keepalive::run(&args, keepalive, &channels, format).await;

@@ -5,7 +5,7 @@
 //! Each value carries its sequence number and its send time (nanoseconds since the run's
 //! origin; writer and watchers share the process, hence the clock).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -129,6 +129,8 @@ fn split(watchers: usize, streams: usize) -> Vec<usize> {
 struct StreamOutcome {
     /// Watchers it was to create.
     planned: usize,
+    /// Index of the endpoint it was opened on.
+    endpoint: usize,
     latency_us: Histogram<u64>,
     events: u64,
     /// When the last event arrived, in nanoseconds since the origin.
@@ -144,6 +146,7 @@ struct StreamOutcome {
 /// A stream task's view of the run.
 struct StreamPlan {
     channel: Channel,
+    endpoint: usize,
     key: Vec<u8>,
     watchers: usize,
     puts: u64,
@@ -158,6 +161,7 @@ struct StreamPlan {
 async fn follow_stream(plan: StreamPlan) -> StreamOutcome {
     let StreamPlan {
         channel,
+        endpoint,
         key,
         watchers: count,
         puts,
@@ -168,6 +172,7 @@ async fn follow_stream(plan: StreamPlan) -> StreamOutcome {
     } = plan;
     let mut out = StreamOutcome {
         planned: count,
+        endpoint,
         latency_us: latency_histogram(),
         events: 0,
         last_event_ns: 0,
@@ -374,6 +379,7 @@ async fn write(
 pub(super) async fn run(
     common: &BenchArgs,
     args: &FanoutArgs,
+    endpoints: &[String],
     channels: &[Channel],
     writer: Channel,
     format: OutputFormat,
@@ -399,8 +405,11 @@ pub(super) async fn run(
     let (ready_tx, mut ready_rx) = mpsc::channel(args.streams);
     let mut tasks = Vec::new();
     for (i, count) in split(args.watchers, args.streams).into_iter().enumerate() {
+        // Connection c was opened to endpoint c % endpoints (see `run_async`).
+        let conn = i % channels.len();
         tasks.push(tokio::spawn(follow_stream(StreamPlan {
-            channel: channels[i % channels.len()].clone(),
+            channel: channels[conn].clone(),
+            endpoint: conn % endpoints.len().max(1),
             key: args.key.as_bytes().to_vec(),
             watchers: count,
             puts: args.puts,
@@ -480,7 +489,7 @@ pub(super) async fn run(
             }
         }
     }
-    let report = FanoutReport::new(args, &outcomes, writes.as_ref(), create_time);
+    let report = FanoutReport::new(args, endpoints, &outcomes, writes.as_ref(), create_time);
     report.print(common, args, format);
     if let Some(e) = failure.or_else(|| report.fault_text()) {
         return Err(anyhow!(e).into());
@@ -496,6 +505,8 @@ struct FanoutReport {
     /// First put sent to last event received.
     elapsed: Duration,
     latency_us: Histogram<u64>,
+    /// Delivery latency by the endpoint the watchers were on: a member that applies late shows.
+    by_endpoint: BTreeMap<String, Histogram<u64>>,
     put_latency_us: Option<Histogram<u64>>,
     puts_done: u64,
     /// Watchers that did not see every put.
@@ -510,6 +521,7 @@ struct FanoutReport {
 impl FanoutReport {
     fn new(
         args: &FanoutArgs,
+        endpoints: &[String],
         outcomes: &[StreamOutcome],
         writes: Option<&Writes>,
         create_time: Duration,
@@ -520,6 +532,7 @@ impl FanoutReport {
             expected: args.watchers as u64 * args.puts,
             elapsed: Duration::ZERO,
             latency_us: latency_histogram(),
+            by_endpoint: BTreeMap::new(),
             put_latency_us: writes.map(|w| w.latency_us.clone()),
             puts_done: writes.map_or(0, |w| w.done),
             incomplete: 0,
@@ -532,6 +545,12 @@ impl FanoutReport {
         for o in outcomes {
             r.events += o.events;
             let _ = r.latency_us.add(&o.latency_us);
+            let name = endpoints.get(o.endpoint).cloned().unwrap_or_default();
+            let _ = r
+                .by_endpoint
+                .entry(name)
+                .or_insert_with(latency_histogram)
+                .add(&o.latency_us);
             last_event_ns = last_event_ns.max(o.last_event_ns);
             r.faults += o.faults;
             if r.first_fault.is_none() {
@@ -593,6 +612,10 @@ impl FanoutReport {
                     "p50_ms": ms(&self.latency_us, 0.5), "p90_ms": ms(&self.latency_us, 0.9),
                     "p99_ms": ms(&self.latency_us, 0.99),
                     "max_ms": self.latency_us.max() as f64 / 1000.0,
+                    "by_endpoint": self.by_endpoint.iter().map(|(e, h)| json!({
+                        "endpoint": e, "events": h.len(), "p50_ms": ms(h, 0.5),
+                        "p99_ms": ms(h, 0.99), "max_ms": h.max() as f64 / 1000.0,
+                    })).collect::<Vec<_>>(),
                     "puts_done": self.puts_done,
                     "put_p50_ms": put.map(|h| ms(h, 0.5)), "put_p99_ms": put.map(|h| ms(h, 0.99)),
                 })
@@ -616,6 +639,12 @@ impl FanoutReport {
         println!("  events/s   {rate:.0}");
         println!("  events     {} of {}", self.events, self.expected);
         println!("{}", latency_line("latency ms", &self.latency_us));
+        if self.by_endpoint.len() > 1 {
+            for (endpoint, h) in &self.by_endpoint {
+                println!("  {endpoint}");
+                println!("{}", latency_line("  at", h));
+            }
+        }
         if let Some(h) = put {
             println!("{}", latency_line("put ms", h));
         }
