@@ -509,8 +509,6 @@ impl WriteRequest {
 
 /// The log-writer thread: drain the queue, write one batch, fsync once, reply to all.
 fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>) {
-    let mut synced = WriteOptions::default();
-    synced.set_sync(true);
     let unsynced = WriteOptions::default();
 
     while let Some(first) = queue.blocking_recv() {
@@ -541,11 +539,21 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>) {
         }
 
         let needs_sync = requests.iter().any(WriteRequest::needs_sync);
+        // The batch goes into the WAL without a sync, and the WAL is then flushed and synced
+        // on its own: other writers of the database (the state machine's applies) then never
+        // queue behind this fsync inside RocksDB's write path. Everything in the WAL before
+        // the sync is durable after it, so the log keeps its promise either way.
         let written = built.and_then(|()| {
-            let options = if needs_sync { &synced } else { &unsynced };
             shared
                 .db
-                .write_opt(batch, options)
+                .write_opt(batch, &unsynced)
+                .and_then(|()| {
+                    if needs_sync {
+                        shared.db.flush_wal(true)
+                    } else {
+                        Ok(())
+                    }
+                })
                 .map_err(LogStoreError::from)
         });
         if let Err(e) = written {

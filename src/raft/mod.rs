@@ -17,6 +17,7 @@ mod codec;
 mod command;
 mod error;
 mod forward;
+mod forward_stream;
 mod log_store;
 mod network;
 mod node;

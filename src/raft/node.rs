@@ -11,6 +11,7 @@ use rocksdb::DB;
 
 use super::command::{self, StateCommand, StateResult};
 use super::forward::{self, Forwarded, LeaseAnswer, LeaseQuery, ProposeOutcome, ReadIndexOutcome};
+use super::forward_stream::Forwarder;
 use super::log_store::LogStore;
 use super::network::{FORWARD_TIMEOUT, MAX_PAYLOAD_ENTRIES, PeerContext, PeerNetwork, UnaryKind};
 use super::peer_proto::peer_server::PeerServer;
@@ -116,6 +117,7 @@ pub struct RaftNode {
     alarms: Arc<Alarms>,
     id: NodeId,
     peers: Arc<PeerContext>,
+    forwarder: Forwarder,
     snapshot_dir: std::path::PathBuf,
     election_timeout: Duration,
 }
@@ -189,6 +191,7 @@ impl RaftNode {
             lessor,
             alarms,
             id,
+            forwarder: Forwarder::new(peers.clone()),
             peers,
             snapshot_dir,
             election_timeout: settings.election_timeout,
@@ -277,16 +280,19 @@ impl RaftNode {
             } else {
                 let node = self.node_of(target).ok_or(RaftNodeError::NoLeader)?;
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.peers
-                    .call(
-                        target,
-                        &node,
-                        UnaryKind::Propose,
-                        &request,
-                        left.min(FORWARD_TIMEOUT),
-                    )
-                    .await
-                    .map_err(|e| forward_error(&e))?
+                let timeout = left.min(FORWARD_TIMEOUT);
+                match &request {
+                    Forwarded::Write(bytes) => self
+                        .forwarder
+                        .propose(target, &node, bytes.clone(), timeout)
+                        .await
+                        .map_err(|e| forward_error(&e))?,
+                    _ => self
+                        .peers
+                        .call(target, &node, UnaryKind::Propose, &request, timeout)
+                        .await
+                        .map_err(|e| forward_error(&e))?,
+                }
             };
             match outcome {
                 ProposeOutcome::Applied { index, result } => {

@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::command;
 use super::forward::{self, Forwarded, LeaseQuery, ReadIndexOutcome};
+use super::forward_stream::Numbered;
 use super::network::PeerContext;
 use super::peer_proto::peer_server::Peer;
 use super::peer_proto::{
@@ -424,6 +425,52 @@ impl Peer for Arc<PeerService> {
         }
         let outcome = forward::execute(&self.raft, forwarded).await;
         encode_response(&outcome)
+    }
+
+    type ProposeStreamStream = BoxedStream<PeerResponse>;
+
+    async fn propose_stream(
+        &self,
+        request: Request<Streaming<PeerRequest>>,
+    ) -> Result<Response<Self::ProposeStreamStream>, Status> {
+        // Authenticated by its metadata, like the append stream; every message must then name
+        // the same sender.
+        let from = sender_from_metadata(request.metadata());
+        let sender = self.authenticate(request.extensions().get(), from.as_ref())?;
+        let mut incoming = request.into_inner();
+        let cluster_id = self.context.cluster_id;
+        let raft = self.raft.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = incoming.message().await {
+                let write = match (m.from, command::decode::<Numbered<Vec<u8>>>(&m.body)) {
+                    (Some(Sender { cluster_id: c, member_id }), Some(w))
+                        if c == cluster_id && member_id == sender =>
+                    {
+                        w
+                    }
+                    _ => {
+                        tracing::warn!(sender = %format!("{sender:x}"), "forwarding stream refused: a message changed sender or is undecodable");
+                        break;
+                    }
+                };
+                let (raft, tx) = (raft.clone(), tx.clone());
+                // Each write runs on its own: raft batches concurrent proposals itself.
+                tokio::spawn(async move {
+                    let outcome = forward::execute(&raft, Forwarded::Write(write.item)).await;
+                    let answer = PeerResponse {
+                        body: command::encode(&Numbered {
+                            seq: write.seq,
+                            item: outcome,
+                        }),
+                    };
+                    let _ = tx.send(Ok(answer)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn read_index(

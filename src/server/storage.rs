@@ -27,6 +27,9 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // Two cores: one background job for flushes, one for compactions.
     opts.increase_parallelism(2);
     opts.set_max_background_jobs(2);
+    // The raft log writer flushes and syncs the WAL itself after each batch (see
+    // `raft::log_store`); other writes only fill the WAL buffer and never wait on an fsync.
+    opts.set_manual_wal_flush(true);
     let mut descriptors: Vec<ColumnFamilyDescriptor> = mvcc::cf_descriptors();
     descriptors.extend(lease::cf_descriptors());
     for name in raft::COLUMN_FAMILIES
