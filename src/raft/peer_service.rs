@@ -444,11 +444,13 @@ impl Peer for Arc<PeerService> {
         tokio::spawn(async move {
             while let Ok(Some(m)) = incoming.message().await {
                 let write = match (m.from, command::decode::<Numbered<Vec<u8>>>(&m.body)) {
-                    (Some(Sender { cluster_id: c, member_id }), Some(w))
-                        if c == cluster_id && member_id == sender =>
-                    {
-                        w
-                    }
+                    (
+                        Some(Sender {
+                            cluster_id: c,
+                            member_id,
+                        }),
+                        Some(w),
+                    ) if c == cluster_id && member_id == sender => w,
                     _ => {
                         tracing::warn!(sender = %format!("{sender:x}"), "forwarding stream refused: a message changed sender or is undecodable");
                         break;
