@@ -49,5 +49,5 @@ clean-local:
 bench:
 	bash bench/pki-init.sh
 	bash bench/kv.sh
-	bash bench/cluster.sh
+	bash bench/compare-etcd.sh
 	bash bench/watch.sh
