@@ -33,53 +33,9 @@ KA_CLIENTS="${KA_CLIENTS:-1 64}"             # keep-alive streams, one request i
 KA_TOTAL="${KA_TOTAL:-50000}"                # keep-alives per row
 KA_LEASES="${KA_LEASES:-100}"                # leases they go round-robin over
 TIMEOUT="${TIMEOUT:-2m}"                     # per phase of one run; a run that takes longer fails
-TARGET="${CARGO_TARGET_DIR:-target}"
-RAMPART="$TARGET/release/rampart"
-cargo build --release --bin rampart >/dev/null 2>&1 || cargo build --release --bin rampart
-command -v etcd >/dev/null || { echo "etcd is not installed: run make deps" >&2; exit 1; }
-
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-"$RAMPART" pki init --dir "$work/pki" >/dev/null
-P="$work/pki"
-
-wait_ready() { # endpoints
-  for _ in $(seq 1 150); do
-    if "$RAMPART" endpoint health --endpoints "$1" --pki-dir "$P" >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  echo "cluster at $1 did not become healthy" >&2; return 1
-}
-
-# rampart: client 23820+2i, peer 23821+2i; etcd: client 23826+2i, peer 23827+2i.
-r_initial="" e_initial=""
-for i in 0 1 2; do
-  r_initial+="${r_initial:+,}rampart-$i=https://127.0.0.1:$((23821 + 2 * i))"
-  e_initial+="${e_initial:+,}rampart-$i=https://127.0.0.1:$((23827 + 2 * i))"
-done
-r_eps="" e_eps=""
-for i in 0 1 2; do
-  rc=$((23820 + 2 * i)); rp=$((rc + 1)); ec=$((23826 + 2 * i)); ep=$((ec + 1))
-  r_eps+="${r_eps:+,}https://127.0.0.1:$rc"; e_eps+="${e_eps:+,}https://127.0.0.1:$ec"
-  "$RAMPART" serve --name "rampart-$i" --data-dir "$work/r$i" --pki-dir "$P" \
-    --listen-client-urls "https://127.0.0.1:$rc" --listen-peer-urls "https://127.0.0.1:$rp" \
-    --initial-cluster "$r_initial" --log-level warn >"$work/rampart-$i.log" 2>&1 &
-  pids+=($!)
-  M="$P/members/rampart-$i"
-  etcd --name "rampart-$i" --data-dir "$work/e$i" \
-    --listen-client-urls "https://127.0.0.1:$ec" --advertise-client-urls "https://127.0.0.1:$ec" \
-    --listen-peer-urls "https://127.0.0.1:$ep" --initial-advertise-peer-urls "https://127.0.0.1:$ep" \
-    --initial-cluster "$e_initial" --initial-cluster-token bench \
-    --cert-file "$M.crt" --key-file "$M.key" --trusted-ca-file "$P/ca.crt" --client-cert-auth \
-    --peer-cert-file "$M.crt" --peer-key-file "$M.key" --peer-trusted-ca-file "$P/ca.crt" \
-    --peer-client-cert-auth --log-level warn >"$work/etcd-$i.log" 2>&1 &
-  pids+=($!)
-done
-wait_ready "$r_eps"
-wait_ready "$e_eps"
+# shellcheck source=bench/lib/two-clusters.sh
+source bench/lib/two-clusters.sh
+start_two_clusters 23820
 
 leader_first() { # endpoints -> the same endpoints, the leader's first (unchanged if unknown)
   "$RAMPART" endpoint status --endpoints "$1" --pki-dir "$P" -w json 2>/dev/null | python3 -c '
