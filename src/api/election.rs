@@ -15,7 +15,7 @@ use super::core::Core;
 use super::lock::ReleaseOnDrop;
 use super::pending::BoxStream;
 use super::proto::v3electionpb as pb;
-use super::recipes::{self, contender_key, created_at, first_range, oldest, prefix_of};
+use super::recipes::{self, contender_key, created_at, oldest, prefix_of};
 use crate::mvcc::{
     DeleteRangeRequest, EventKind, EventLimits, KeyValue, MvccError, Op, PutRequest, RangeRequest,
     TxnRequest,
@@ -69,39 +69,33 @@ impl pb::election_server::Election for ElectionService {
         let r = request.into_inner();
         let key = contender_key(&r.name, r.lease);
         let prefix = prefix_of(&r.name);
-        let req = TxnRequest {
-            compare: vec![created_at(&key, 0)],
-            success: vec![Op::Put(PutRequest {
-                lease: r.lease,
-                ..PutRequest::new(key.clone(), r.value.clone())
-            })],
-            failure: vec![Op::Range(RangeRequest::key(key.clone()))],
-        };
-        let res = recipes::txn(core, req).await?;
+        let joined = recipes::join(
+            core,
+            (&key, &prefix),
+            r.lease,
+            r.value.clone(),
+            false,
+            Status::new(Code::Unknown, NOT_LEADER),
+        )
+        .await?;
         let leader = |rev| pb::LeaderKey {
             name: r.name.clone(),
             key: key.clone(),
             rev,
             lease: r.lease,
         };
-        let rev = if res.succeeded {
-            res.revision
-        } else {
-            // A campaign again with the same lease: keep the place in line, update the value.
-            let existing = first_range(&res)
-                .into_iter()
-                .next()
-                .ok_or_else(|| Status::new(Code::Unknown, NOT_LEADER))?;
-            if existing.value != r.value {
-                proclaim(core, &leader(existing.create_revision), r.value.clone()).await?;
-            }
-            existing.create_revision
-        };
+        let rev = joined.rev;
+        // A campaign again with the same lease keeps its place in line and updates the value.
+        if let Some(existing) = &joined.existing
+            && existing.value != r.value
+        {
+            proclaim(core, &leader(rev), r.value.clone()).await?;
+        }
         let guard = ReleaseOnDrop::new(core.clone(), key.clone(), rev);
         recipes::wait_for_older_to_go(core, &prefix, rev - 1).await?;
         guard.disarm();
         Ok(Response::new(pb::CampaignResponse {
-            header: Some(core.header(res.revision)),
+            header: Some(core.header(joined.revision)),
             leader: Some(leader(rev)),
         }))
     }

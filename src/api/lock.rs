@@ -11,8 +11,8 @@ use tonic::{Code, Request, Response, Status};
 use super::core::{Core, raft_status};
 use super::kv::rejection_status;
 use super::proto::v3lockpb as pb;
-use super::recipes::{self, contender_key, created_at, first_range, oldest_op, prefix_of};
-use crate::mvcc::{DeleteRangeRequest, Op, PutRequest, RangeRequest, TxnRequest};
+use super::recipes::{self, contender_key, created_at, prefix_of};
+use crate::mvcc::{DeleteRangeRequest, Op, RangeRequest, TxnRequest};
 use crate::raft::{StateCommand, StateResult};
 
 /// etcd's message when the lock key vanished while waiting (the lease expired).
@@ -85,36 +85,19 @@ impl pb::lock_server::Lock for LockService {
         let key = contender_key(&r.name, r.lease);
         let prefix = prefix_of(&r.name);
         // Join the queue (or find our key from an earlier call), and see who holds the lock.
-        let req = TxnRequest {
-            compare: vec![created_at(&key, 0)],
-            success: vec![
-                Op::Put(PutRequest {
-                    lease: r.lease,
-                    ..PutRequest::new(key.clone(), Vec::new())
-                }),
-                oldest_op(&prefix),
-            ],
-            failure: vec![
-                Op::Range(RangeRequest::key(key.clone())),
-                oldest_op(&prefix),
-            ],
-        };
-        let res = recipes::txn(core, req).await?;
-        let my_rev = if res.succeeded {
-            res.revision
-        } else {
-            first_range(&res)
-                .first()
-                .map(|kv| kv.create_revision)
-                .ok_or_else(|| Status::new(Code::Unknown, SESSION_EXPIRED))?
-        };
-        let owner = res.responses.last().and_then(|op| match op {
-            crate::mvcc::OpResult::Range(r) => r.kvs.first().map(|kv| kv.create_revision),
-            _ => None,
-        });
+        let joined = recipes::join(
+            core,
+            (&key, &prefix),
+            r.lease,
+            Vec::new(),
+            true,
+            Status::new(Code::Unknown, SESSION_EXPIRED),
+        )
+        .await?;
+        let (my_rev, owner) = (joined.rev, joined.oldest);
         if owner.is_none() || owner == Some(my_rev) {
             return Ok(Response::new(pb::LockResponse {
-                header: Some(core.header(res.revision)),
+                header: Some(core.header(joined.revision)),
                 key,
             }));
         }

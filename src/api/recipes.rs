@@ -11,8 +11,8 @@ use super::core::{Core, raft_status};
 use super::kv::{mvcc_status, rejection_status};
 use super::status::EtcdError;
 use crate::mvcc::{
-    Compare, CompareResult, CompareTarget, KeyValue, Op, OpResult, RangeRequest, SortOrder,
-    SortTarget, TxnRequest, TxnResult,
+    Compare, CompareResult, CompareTarget, KeyValue, Op, OpResult, PutRequest, RangeRequest,
+    SortOrder, SortTarget, TxnRequest, TxnResult,
 };
 use crate::raft::{StateCommand, StateResult};
 
@@ -50,6 +50,63 @@ pub async fn txn(core: &Core, req: TxnRequest) -> Result<TxnResult, Status> {
     }
 }
 
+/// Where a contender stands after [`join`].
+pub struct Joined {
+    /// The create revision of the contender's key: its place in line.
+    pub rev: i64,
+    /// The key as it was, when it existed already (an earlier call with the same lease).
+    pub existing: Option<KeyValue>,
+    /// The store's revision after the transaction.
+    pub revision: i64,
+    /// The create revision of the oldest key under `prefix`, when asked for.
+    pub oldest: Option<i64>,
+}
+
+/// Joins the line under `prefix`: puts `key` (attached to `lease`, holding `value`) unless it
+/// exists, in one transaction that also reads the oldest key under `prefix` when `see_oldest`.
+/// `gone` is the error when the key vanished between (its lease expired).
+pub async fn join(
+    core: &Core,
+    (key, prefix): (&[u8], &[u8]),
+    lease: i64,
+    value: Vec<u8>,
+    see_oldest: bool,
+    gone: Status,
+) -> Result<Joined, Status> {
+    let mut success = vec![Op::Put(PutRequest {
+        lease,
+        ..PutRequest::new(key.to_vec(), value)
+    })];
+    let mut failure = vec![Op::Range(RangeRequest::key(key.to_vec()))];
+    if see_oldest {
+        success.push(oldest_op(prefix));
+        failure.push(oldest_op(prefix));
+    }
+    let req = TxnRequest {
+        compare: vec![created_at(key, 0)],
+        success,
+        failure,
+    };
+    let res = txn(core, req).await?;
+    let existing = if res.succeeded {
+        None
+    } else {
+        Some(first_range(&res).into_iter().next().ok_or(gone)?)
+    };
+    let oldest = match (see_oldest, res.responses.last()) {
+        (true, Some(OpResult::Range(r))) => r.kvs.first().map(|kv| kv.create_revision),
+        _ => None,
+    };
+    Ok(Joined {
+        rev: existing
+            .as_ref()
+            .map_or(res.revision, |kv| kv.create_revision),
+        existing,
+        revision: res.revision,
+        oldest,
+    })
+}
+
 /// A compare: the create revision of `key` equals `rev` (0 = the key does not exist).
 pub fn created_at(key: &[u8], rev: i64) -> Compare {
     Compare::key(
@@ -60,7 +117,7 @@ pub fn created_at(key: &[u8], rev: i64) -> Compare {
 }
 
 /// The key-values of the first read in a transaction's responses.
-pub fn first_range(r: &TxnResult) -> Vec<KeyValue> {
+fn first_range(r: &TxnResult) -> Vec<KeyValue> {
     r.responses
         .iter()
         .find_map(|op| match op {
@@ -71,7 +128,7 @@ pub fn first_range(r: &TxnResult) -> Vec<KeyValue> {
 }
 
 /// A read of the oldest key (by create revision) under `prefix`, for use inside a txn.
-pub fn oldest_op(prefix: &[u8]) -> Op {
+fn oldest_op(prefix: &[u8]) -> Op {
     Op::Range(RangeRequest {
         limit: 1,
         sort_order: SortOrder::Ascend,
