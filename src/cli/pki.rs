@@ -30,6 +30,25 @@ pub(crate) enum PkiCommand {
     Renew(RenewArgs),
     /// Export a certificate, its key and the CA as a password-protected PKCS#12 file.
     Bundle(BundleArgs),
+    /// Replace the CA with no downtime: start, then reissue, then finish (see SECURITY.md).
+    #[command(subcommand)]
+    RotateCa(RotateCaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RotateCaCommand {
+    /// Create the next CA; ca.crt and crl.pem then trust both CAs (distribute them).
+    Start {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Lifetime of the new CA (e.g. 3650d).
+        #[arg(long, value_parser = parse_days)]
+        ca_validity: Option<u32>,
+    },
+    /// Make the next CA the issuing one and reissue every member and client certificate.
+    Reissue(DirArg),
+    /// Stop trusting the old CA (refused while a certificate still comes from it).
+    Finish(DirArg),
 }
 
 #[derive(Debug, Args)]
@@ -217,7 +236,48 @@ pub(crate) fn run(cmd: PkiCommand, format: OutputFormat) -> Result<(), CliError>
             print_issued("Renewed", &info, authority.layout(), format)
         }
         PkiCommand::Bundle(args) => bundle(args),
+        PkiCommand::RotateCa(step) => rotate_ca(step),
     }
+}
+
+fn rotate_ca(step: RotateCaCommand) -> Result<(), CliError> {
+    use crate::pki::rotation;
+    match step {
+        RotateCaCommand::Start { dir, ca_validity } => {
+            let ca = rotation::start(&dir.dir, ca_validity)?;
+            println!(
+                "Created the next CA (serial {}, valid until {}).\n\
+                 ca.crt and crl.pem now trust both CAs. Copy them to every member and client \
+                 (members reload them by themselves), then run `rampart pki rotate-ca reissue`.",
+                ca.serial,
+                crate::pki::format_time(ca.not_after)
+            );
+        }
+        RotateCaCommand::Reissue(dir) => {
+            let issued = rotation::reissue(&dir.dir)?;
+            for cert in &issued {
+                println!(
+                    "Reissued {} (serial {})",
+                    cert.identity.as_deref().unwrap_or(&cert.common_name),
+                    cert.serial
+                );
+            }
+            println!(
+                "The new CA now issues; the old CA key is destroyed. Copy each member's and \
+                 client's new certificate and key to it (members reload them by themselves), \
+                 then run `rampart pki rotate-ca finish`."
+            );
+        }
+        RotateCaCommand::Finish(dir) => {
+            let old = rotation::finish(&dir.dir)?;
+            println!(
+                "The old CA (serial {}) is trusted no more; its certificate is kept in retired/. \
+                 Copy ca.crt and crl.pem to every member and client.",
+                old.serial
+            );
+        }
+    }
+    Ok(())
 }
 
 fn init(args: InitArgs, format: OutputFormat) -> Result<(), CliError> {

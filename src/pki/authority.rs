@@ -379,7 +379,10 @@ fn issue_leaf(
     })
 }
 
-fn ca_params(cluster: &str, validity_days: Option<u32>) -> Result<CertificateParams, PkiError> {
+pub(super) fn ca_params(
+    cluster: &str,
+    validity_days: Option<u32>,
+) -> Result<CertificateParams, PkiError> {
     let p = &profile::profiles()?.ca;
     let days = validity_days.unwrap_or(p.validity_days);
     if days == 0 {
@@ -417,7 +420,7 @@ fn base_params(common_name: &str, days: u32) -> CertificateParams {
     params
 }
 
-fn generate_key(algorithm: Algorithm) -> Result<KeyPair, PkiError> {
+pub(super) fn generate_key(algorithm: Algorithm) -> Result<KeyPair, PkiError> {
     KeyPair::generate_for(algorithm.rcgen()).map_err(PkiError::generate("generate a key pair"))
 }
 
@@ -507,6 +510,11 @@ impl Authority {
     /// The directory layout.
     pub fn layout(&self) -> &PkiLayout {
         &self.layout
+    }
+
+    /// The issuing CA's subject, as [`CertInfo::issuer`] names it in what it issued.
+    pub fn ca_subject(&self) -> Result<String, PkiError> {
+        Ok(CertInfo::from_der(self.ca_der.clone(), &self.layout.ca_cert())?.subject)
     }
 
     fn recover(&self) -> Result<(), PkiError> {
@@ -629,7 +637,9 @@ impl Authority {
         };
         state.revoked.push(entry.clone());
         state.number += 1;
-        let pem = crl::sign(&state, &self.issuer, profile::profiles()?.crl.validity_days)?;
+        let mut pem = crl::sign(&state, &self.issuer, profile::profiles()?.crl.validity_days)?;
+        // During a CA rotation the other CA's CRL follows ours in the same file.
+        pem.push_str(&crl::other_cas_crls(&self.layout.crl())?);
         files::write_atomic(&self.layout.crl(), pem.as_bytes(), PUBLIC_FILE_MODE)?;
         Ok((cert, entry, false))
     }

@@ -106,6 +106,31 @@ pub fn sign(
         .map_err(PkiError::generate("encode the CRL"))
 }
 
+/// The PEM blocks labelled `label` in `text`, each with its END line and a newline.
+pub fn pem_blocks(text: &str, label: &str) -> Vec<String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let Some(stop) = rest[start..].find(&end) else {
+            break;
+        };
+        let stop = start + stop + end.len();
+        out.push(format!("{}\n", &rest[start..stop]));
+        rest = &rest[stop..];
+    }
+    out
+}
+
+/// The CRLs of `crl.pem` after the first: those of the other CA trusted during a CA rotation,
+/// kept as they are when the current CA rewrites its own.
+pub fn other_cas_crls(path: &Path) -> Result<String, PkiError> {
+    let bytes = super::files::read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(pem_blocks(&text, "X509 CRL").into_iter().skip(1).collect())
+}
+
 /// Reads a CRL file, checking that `ca_cert_der` signed it.
 pub fn read(path: &Path, ca_cert_der: &[u8]) -> Result<CrlState, PkiError> {
     let bytes = super::files::read(path)?;

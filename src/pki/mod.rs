@@ -17,6 +17,7 @@ pub mod files;
 pub mod layout;
 mod names;
 mod profile;
+pub mod rotation;
 mod verify;
 
 pub use authority::{
