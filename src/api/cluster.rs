@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::authz::Requester;
 use super::core::{Core, raft_status};
 use super::proto::etcdserverpb as pb;
 use super::status::EtcdError;
@@ -90,6 +91,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         self.core.refuse_on_learner()?;
         let req = request.into_inner();
         check_peer_urls(&req.peer_ur_ls)?;
@@ -139,6 +141,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         self.core.refuse_on_learner()?;
         let id = request.into_inner().id;
         self.member(id)?;
@@ -153,6 +156,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         self.core.refuse_on_learner()?;
         let req = request.into_inner();
         check_peer_urls(&req.peer_ur_ls)?;
@@ -185,6 +189,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         self.core.refuse_on_learner()?;
         let id = request.into_inner().id;
         if !self.member(id)?.is_learner {

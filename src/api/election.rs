@@ -11,11 +11,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
+use super::authz::Requester;
 use super::core::Core;
 use super::lock::ReleaseOnDrop;
-use super::pending::BoxStream;
 use super::proto::v3electionpb as pb;
 use super::recipes::{self, contender_key, created_at, oldest, prefix_of};
+use super::stream::BoxStream;
+use crate::auth::Access;
 use crate::mvcc::{
     DeleteRangeRequest, EventKind, EventLimits, KeyValue, MvccError, Op, PutRequest, RangeRequest,
     TxnRequest,
@@ -42,6 +44,15 @@ fn leader_kv(kv: KeyValue) -> super::proto::mvccpb::KeyValue {
     super::convert::key_value(kv)
 }
 
+/// Proclaim and Resign read (compare) and write the leader key.
+fn authorize_leader_key(core: &Core, who: &Requester, key: &[u8]) -> Result<(), Status> {
+    core.authorize(who, |v, u| {
+        v.range(u, Access::Read, key, &[])?;
+        v.range(u, Access::Write, key, &[])
+    })
+    .map(drop)
+}
+
 /// Rewrites the leader key's value, if `leader` still is the leader.
 async fn proclaim(core: &Core, leader: &pb::LeaderKey, value: Vec<u8>) -> Result<i64, Status> {
     let req = TxnRequest {
@@ -66,9 +77,11 @@ impl pb::election_server::Election for ElectionService {
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         let core = &self.core;
+        let who = Requester::of(&request);
         let r = request.into_inner();
         let key = contender_key(&r.name, r.lease);
         let prefix = prefix_of(&r.name);
+        recipes::authorize_prefix(core, &who, &prefix, true)?;
         let joined = recipes::join(
             core,
             (&key, &prefix),
@@ -104,10 +117,12 @@ impl pb::election_server::Election for ElectionService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let who = Requester::of(&request);
         let r = request.into_inner();
         let leader = r
             .leader
             .ok_or_else(|| Status::new(Code::Unknown, MISSING_LEADER))?;
+        authorize_leader_key(&self.core, &who, &leader.key)?;
         let revision = proclaim(&self.core, &leader, r.value).await?;
         Ok(Response::new(pb::ProclaimResponse {
             header: Some(self.core.header(revision)),
@@ -118,7 +133,9 @@ impl pb::election_server::Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        let who = Requester::of(&request);
         let name = request.into_inner().name;
+        recipes::authorize_prefix(&self.core, &who, &prefix_of(&name), false)?;
         match oldest(&self.core, &prefix_of(&name)).await? {
             (Some(kv), revision) => Ok(Response::new(pb::LeaderResponse {
                 header: Some(self.core.header(revision)),
@@ -134,7 +151,9 @@ impl pb::election_server::Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let who = Requester::of(&request);
         let prefix = prefix_of(&request.into_inner().name);
+        recipes::authorize_prefix(&self.core, &who, &prefix, false)?;
         let (tx, rx) = mpsc::channel(16);
         let core = self.core.clone();
         tokio::spawn(async move {
@@ -149,10 +168,12 @@ impl pb::election_server::Election for ElectionService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        let who = Requester::of(&request);
         let leader = request
             .into_inner()
             .leader
             .ok_or_else(|| Status::new(Code::Unknown, MISSING_LEADER))?;
+        authorize_leader_key(&self.core, &who, &leader.key)?;
         // As etcd: resigning when no longer the leader is not an error.
         let req = TxnRequest {
             compare: vec![created_at(&leader.key, leader.rev)],

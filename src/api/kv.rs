@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::authz::Requester;
 use super::convert;
 use super::core::{Core, raft_status};
 use super::proto::etcdserverpb as pb;
 use super::status::EtcdError;
+use crate::auth::Access;
 use crate::mvcc::{self, MvccError};
 use crate::raft::{Rejection, StateCommand, StateResult};
 
@@ -49,6 +51,9 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::LeaseNotFound => EtcdError::LeaseNotFound.into(),
         Rejection::LeaseExists => EtcdError::LeaseExists.into(),
         Rejection::Undecodable => EtcdError::Corrupt.into(),
+        Rejection::AuthOldRevision => {
+            super::authz::auth_status(crate::auth::AuthError::OldRevision)
+        }
     }
 }
 
@@ -89,6 +94,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let who = Requester::of(&request);
         let req = request.into_inner();
         self.core.check_size(&req)?;
         let domain = convert::range_request(&req)?;
@@ -96,6 +102,11 @@ impl pb::kv_server::Kv for KvService {
             self.core.refuse_on_learner()?;
             self.core.node.linearize().await.map_err(raft_status)?;
         }
+        // Checked after the read index: a linearizable read sees permissions at least as new
+        // as the data.
+        self.core.authorize(&who, |v, u| {
+            v.range(u, Access::Read, &domain.key, &domain.range_end)
+        })?;
         // Reads come from the in-memory index and RocksDB's block cache: short enough to run on
         // the runtime thread rather than pay a thread hand-off per request.
         let result = self.core.node.store().range(&domain).map_err(mvcc_status)?;
@@ -108,11 +119,16 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let who = Requester::of(&request);
         let req = request.into_inner();
         self.core.check_size(&req)?;
         let domain = convert::put_request(&req)?;
+        let checked = self.core.authorize(&who, |v, u| v.put(u, &domain))?;
         self.check_space()?;
-        match self.propose(StateCommand::Put(domain)).await? {
+        match self
+            .propose(checked.guard(StateCommand::Put(domain)))
+            .await?
+        {
             StateResult::Put(r) => {
                 let header = self.core.header(r.revision);
                 Ok(Response::new(convert::put_response(r, header)))
@@ -126,10 +142,15 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let who = Requester::of(&request);
         let req = request.into_inner();
         self.core.check_size(&req)?;
         let domain = convert::delete_request(&req)?;
-        match self.propose(StateCommand::DeleteRange(domain)).await? {
+        let checked = self.core.authorize(&who, |v, u| v.delete(u, &domain))?;
+        match self
+            .propose(checked.guard(StateCommand::DeleteRange(domain)))
+            .await?
+        {
             StateResult::DeleteRange(r) => {
                 let header = self.core.header(r.revision);
                 Ok(Response::new(convert::delete_response(r, header)))
@@ -143,6 +164,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        let who = Requester::of(&request);
         let req = request.into_inner();
         self.core.check_size(&req)?;
         let domain = convert::txn_request(&req)?;
@@ -154,6 +176,7 @@ impl pb::kv_server::Kv for KvService {
             // As etcd: a read-only transaction is a linearizable read, not a proposal.
             self.core.refuse_on_learner()?;
             self.core.node.linearize().await.map_err(raft_status)?;
+            self.core.authorize(&who, |v, u| v.txn(u, &domain))?;
             let result = self
                 .core
                 .node
@@ -163,10 +186,14 @@ impl pb::kv_server::Kv for KvService {
             let header = self.core.header(result.revision);
             return Ok(Response::new(convert::txn_response(result, header)));
         }
+        let checked = self.core.authorize(&who, |v, u| v.txn(u, &domain))?;
         if txn_has_put(&domain) {
             self.check_space()?;
         }
-        match self.propose(StateCommand::Txn(domain)).await? {
+        match self
+            .propose(checked.guard(StateCommand::Txn(domain)))
+            .await?
+        {
             StateResult::Txn(r) => {
                 let header = self.core.header(r.revision);
                 Ok(Response::new(convert::txn_response(r, header)))
@@ -180,11 +207,13 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        // Compaction destroys history every user may depend on: root only (with auth on).
+        let checked = self.core.authorize_admin(&Requester::of(&request))?;
         let req = request.into_inner();
         match self
-            .propose(StateCommand::Compact {
+            .propose(checked.guard(StateCommand::Compact {
                 revision: req.revision,
-            })
+            }))
             .await?
         {
             StateResult::Compacted { revision } => Ok(Response::new(pb::CompactionResponse {

@@ -12,11 +12,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authz::Requester;
 use super::core::{Core, raft_status};
 use super::kv::rejection_status;
-use super::pending::BoxStream;
 use super::proto::etcdserverpb as pb;
 use super::status::EtcdError;
+use super::stream::BoxStream;
+use crate::auth::Access;
 use crate::lease::MAX_TTL;
 use crate::raft::{LeaseAnswer, LeaseQuery, StateCommand, StateResult};
 
@@ -84,8 +86,15 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let core = &self.core;
         core.refuse_on_learner()?;
+        let who = Requester::of(&request);
         let id = request.into_inner().id;
-        let cmd = StateCommand::LeaseRevoke { id };
+        // Revoking deletes the lease's keys: the caller must be allowed to delete each of them.
+        let keys = core.node.store().keys_with_lease(id);
+        let checked = core.authorize(&who, |v, u| {
+            keys.iter()
+                .try_for_each(|k| v.range(u, Access::Write, k, &[]))
+        })?;
+        let cmd = checked.guard(StateCommand::LeaseRevoke { id });
         match core.node.propose(&cmd).await.map_err(raft_status)? {
             StateResult::LeaseRevoked { revision } => Ok(Response::new(pb::LeaseRevokeResponse {
                 header: Some(core.header(revision)),
@@ -133,6 +142,7 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let core = &self.core;
         core.refuse_on_learner()?;
+        let who = Requester::of(&request);
         let r = request.into_inner();
         let answer = core
             .node
@@ -148,7 +158,13 @@ impl pb::lease_server::Lease for LeaseService {
                 ttl: remaining,
                 granted_ttl: granted,
                 keys: if r.keys {
-                    store.keys_with_lease(r.id)
+                    // Listing the keys reads them.
+                    let keys = store.keys_with_lease(r.id);
+                    core.authorize(&who, |v, u| {
+                        keys.iter()
+                            .try_for_each(|k| v.range(u, Access::Read, k, &[]))
+                    })?;
+                    keys
                 } else {
                     Vec::new()
                 },

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use tonic::{Code, Request, Response, Status};
 
+use super::authz::Requester;
 use super::core::{Core, raft_status};
 use super::kv::rejection_status;
 use super::proto::v3lockpb as pb;
 use super::recipes::{self, contender_key, created_at, prefix_of};
+use crate::auth::Access;
 use crate::mvcc::{DeleteRangeRequest, Op, RangeRequest, TxnRequest};
 use crate::raft::{StateCommand, StateResult};
 
@@ -81,9 +83,11 @@ impl pb::lock_server::Lock for LockService {
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let core = &self.core;
+        let who = Requester::of(&request);
         let r = request.into_inner();
         let key = contender_key(&r.name, r.lease);
         let prefix = prefix_of(&r.name);
+        recipes::authorize_prefix(core, &who, &prefix, true)?;
         // Join the queue (or find our key from an earlier call), and see who holds the lock.
         let joined = recipes::join(
             core,
@@ -126,8 +130,10 @@ impl pb::lock_server::Lock for LockService {
     ) -> Result<Response<pb::UnlockResponse>, Status> {
         let core = &self.core;
         core.refuse_on_learner()?;
+        let who = Requester::of(&request);
         let key = request.into_inner().key;
-        let cmd = StateCommand::DeleteRange(DeleteRangeRequest::key(key));
+        let checked = core.authorize(&who, |v, u| v.range(u, Access::Write, &key, &[]))?;
+        let cmd = checked.guard(StateCommand::DeleteRange(DeleteRangeRequest::key(key)));
         match core.node.propose(&cmd).await.map_err(raft_status)? {
             StateResult::DeleteRange(r) => Ok(Response::new(pb::UnlockResponse {
                 header: Some(core.header(r.revision)),

@@ -6,11 +6,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tonic::{Request, Response, Status};
 
+use super::authz::Requester;
 use super::core::{API_VERSION, Core};
 use super::kv::mvcc_status;
-use super::pending::BoxStream;
 use super::proto::etcdserverpb as pb;
 use super::status::{EtcdError, not_yet};
+use super::stream::BoxStream;
 
 /// Snapshot stream chunk size (etcd streams 32 KiB chunks).
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -57,7 +58,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction;
+        let who = Requester::of(&request);
         let req = request.into_inner();
+        if req.action != AlarmAction::Get as i32 {
+            // Raising or clearing alarms changes what the whole cluster accepts: root only.
+            self.core.authorize_admin(&who)?;
+        }
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {}
             Ok(AlarmAction::Activate) if req.alarm == pb::AlarmType::Nospace as i32 => {
@@ -106,8 +112,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         let core = self.core.clone();
         tokio::task::spawn_blocking(move || {
             for name in core.column_families() {
@@ -126,8 +133,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         let store = self.core.node.store();
         let (hash, revision) = tokio::task::spawn_blocking(move || store.hash())
             .await
@@ -143,6 +151,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         let revision = request.into_inner().revision;
         let store = self.core.node.store();
         let h = tokio::task::spawn_blocking(move || store.hash_kv(revision))
@@ -158,8 +167,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         let core = self.core.clone();
         std::fs::create_dir_all(&core.tmp_dir).map_err(internal)?;
         let path = core.tmp_dir.join(format!("stream-{}.rsnap", rand_suffix()));
@@ -188,6 +198,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         let target = request.into_inner().target_id;
         let node = &self.core.node;
         // As etcd: only the leader hands over leadership, and only to a voting member.
@@ -214,8 +225,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _request: Request<pb::DowngradeRequest>,
+        request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.core.authorize_admin(&Requester::of(&request))?;
         Err(not_yet("Downgrade"))
     }
 }

@@ -3,6 +3,8 @@
 //! `api` converts protobuf to the store's domain types and back ([`convert`]); failures become
 //! gRPC statuses with etcd's exact text in one place ([`status`]).
 
+pub mod auth;
+pub mod authz;
 pub mod cluster;
 pub mod convert;
 pub mod core;
@@ -11,8 +13,8 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
-pub mod pending;
 pub mod proto;
 pub mod recipes;
 pub mod status;
+pub mod stream;
 pub mod watch;

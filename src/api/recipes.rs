@@ -30,6 +30,25 @@ pub fn prefix_of(name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Checks that `who` may read — and with `write`, also write — every key under `prefix` (a
+/// lock's or an election's keys, as the recipe's own KV requests would be checked).
+pub fn authorize_prefix(
+    core: &Core,
+    who: &super::authz::Requester,
+    prefix: &[u8],
+    write: bool,
+) -> Result<(), Status> {
+    let end = crate::mvcc::prefix_range_end(prefix);
+    core.authorize(who, |v, u| {
+        v.range(u, crate::auth::Access::Read, prefix, &end)?;
+        if write {
+            v.range(u, crate::auth::Access::Write, prefix, &end)?;
+        }
+        Ok(())
+    })
+    .map(drop)
+}
+
 /// Proposes a transaction and returns its result (refusals as etcd's statuses).
 pub async fn txn(core: &Core, req: TxnRequest) -> Result<TxnResult, Status> {
     core.refuse_on_learner()?;

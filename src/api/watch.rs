@@ -18,11 +18,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authz::Requester;
 use super::convert::key_value;
 use super::core::Core;
-use super::pending::BoxStream;
 use super::proto::etcdserverpb as pb;
 use super::proto::mvccpb;
+use super::stream::BoxStream;
+use crate::auth::Access;
 use crate::mvcc::{self, EventKind, EventLimits, MvccError};
 
 /// The watch ID etcd uses in responses that concern no single watcher.
@@ -38,6 +40,7 @@ const READ_LIMITS: EventLimits = EventLimits {
 const COMPACTED_REASON: &str = "etcdserver: mvcc: required revision has been compacted";
 const DUPLICATE_ID_REASON: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 const EMPTY_RANGE_REASON: &str = "mvcc: watcher range is empty";
+const PERMISSION_DENIED_REASON: &str = "etcdserver: permission denied";
 
 /// etcd's Watch service over a member's [`Core`].
 #[derive(Clone)]
@@ -60,6 +63,7 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let who = Requester::of(&request);
         let mut incoming = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel(STREAM_QUEUE);
         let (req_tx, req_rx) = mpsc::channel(STREAM_QUEUE);
@@ -72,7 +76,7 @@ impl pb::watch_server::Watch for WatchService {
                 }
             }
         });
-        let stream = WatchStream::new(self.core.clone(), out_tx);
+        let stream = WatchStream::new(self.core.clone(), who, out_tx);
         tokio::spawn(stream.run(req_rx));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
@@ -133,6 +137,8 @@ enum Stop {
 
 struct WatchStream {
     core: Arc<Core>,
+    /// Whose permissions each new watcher is checked against.
+    who: Requester,
     out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_auto_id: i64,
@@ -141,9 +147,14 @@ struct WatchStream {
 }
 
 impl WatchStream {
-    fn new(core: Arc<Core>, out: mpsc::Sender<Result<pb::WatchResponse, Status>>) -> Self {
+    fn new(
+        core: Arc<Core>,
+        who: Requester,
+        out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    ) -> Self {
         WatchStream {
             core,
+            who,
             out,
             watchers: BTreeMap::new(),
             next_auto_id: 0,
@@ -231,6 +242,15 @@ impl WatchStream {
             Some(EMPTY_RANGE_REASON)
         } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
             Some(DUPLICATE_ID_REASON)
+        } else if self
+            .core
+            .authorize(&self.who, |v, u| {
+                v.range(u, Access::Read, &span.key, &span.end)
+            })
+            .is_err()
+        {
+            // As etcd: the watcher is refused in its created response, the stream goes on.
+            Some(PERMISSION_DENIED_REASON)
         } else {
             None
         };

@@ -3,6 +3,7 @@
 //! This is the binary's edge: errors are `anyhow` here, printed once as `Error: ...` on
 //! stderr with etcdctl's exit codes.
 
+mod auth;
 mod bench;
 mod client;
 mod endpoint;
@@ -78,6 +79,12 @@ enum Command {
     MoveLeader(member::MoveLeaderArgs),
     /// Load generator for any etcd v3 endpoint: throughput and latency.
     Bench(bench::BenchArgs),
+    /// Users (named by their client certificates) and their roles, as etcdctl's.
+    User(auth::UserArgs),
+    /// Roles and their key-range permissions, as etcdctl's.
+    Role(auth::RoleArgs),
+    /// Turn permission checks on or off, or show their status, as etcdctl's.
+    Auth(auth::AuthArgs),
 }
 
 /// An error with the exit code it should produce.
@@ -151,6 +158,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Member(args) => member::run(args, cli.write_out),
         Command::MoveLeader(args) => member::run_move_leader(args),
         Command::Bench(args) => bench::run(args, cli.write_out),
+        Command::User(args) => auth::run_user(args, cli.write_out),
+        Command::Role(args) => auth::run_role(args, cli.write_out),
+        Command::Auth(args) => auth::run_auth(args, cli.write_out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,17 @@ pub enum StateCommand {
         /// Raise (true) or clear (false).
         raise: bool,
     },
+    /// A change to users, roles or permissions (etcd's Auth API).
+    Auth(crate::auth::AuthCommand),
+    /// A client's command checked against the auth state of this revision: applied only if
+    /// the permissions have not changed since (else etcd's "revision of auth store is old"),
+    /// so a revoked permission can never be used by a request checked on a lagging member.
+    Guarded {
+        /// The auth revision the request was checked against.
+        auth_revision: u64,
+        /// The command.
+        command: Box<StateCommand>,
+    },
 }
 
 /// Why an applied command changed nothing. Deterministic: every member reaches the same
@@ -63,6 +74,8 @@ pub enum Rejection {
     LeaseExists,
     /// The command could not be decoded (written by a newer release).
     Undecodable,
+    /// The auth state changed after the request was checked.
+    AuthOldRevision,
 }
 
 /// The answer to an applied [`StateCommand`].
@@ -91,6 +104,8 @@ pub enum StateResult {
         /// The revision.
         revision: i64,
     },
+    /// The answer to an auth change: the new auth revision, or etcd's refusal.
+    Auth(Result<crate::auth::AuthAnswer, crate::auth::AuthError>),
     /// The command changed nothing, for this reason.
     Rejected(Rejection),
     /// An entry without a command (blank or membership).

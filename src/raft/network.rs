@@ -58,7 +58,7 @@ pub struct PeerContext {
     pub member_id: u64,
     /// The trust domain (cluster name) of member certificates.
     pub trust_domain: String,
-    tls: Arc<ClientConfig>,
+    tls: tokio::sync::watch::Sender<Arc<ClientConfig>>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -122,9 +122,15 @@ impl PeerContext {
             cluster_id,
             member_id,
             trust_domain,
-            tls,
+            tls: tokio::sync::watch::Sender::new(tls),
             channels: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Dials with `tls` from now on (reloaded certificates): connections made from now on,
+    /// reconnects included, present the new certificate and trust the new CA bundle.
+    pub fn replace_tls(&self, tls: Arc<ClientConfig>) {
+        self.tls.send_replace(tls);
     }
 
     /// The `Sender` field of messages from this member.
@@ -170,7 +176,7 @@ impl PeerContext {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
-        let dialer = TlsDialer::to_member(self.tls.clone(), &self.trust_domain, name);
+        let dialer = TlsDialer::to_member_live(self.tls.subscribe(), &self.trust_domain, name);
         let channel = endpoint.connect_with_connector_lazy(dialer);
         channels.insert(key, channel.clone());
         Ok(channel)

@@ -115,6 +115,7 @@ pub struct RaftNode {
     store: Arc<SharedStore>,
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
+    auth: Arc<crate::auth::AuthStore>,
     id: NodeId,
     peers: Arc<PeerContext>,
     forwarder: Forwarder,
@@ -163,6 +164,7 @@ impl RaftNode {
         let sm = StateMachine::open(db, store.clone(), lessor.clone(), snapshot_dir.clone())
             .map_err(|e| start(&e))?;
         let alarms = sm.alarms();
+        let auth = sm.auth();
         let election = settings.election_timeout.as_millis() as u64;
         let config = openraft::Config {
             cluster_name: "rampart".to_owned(),
@@ -190,6 +192,7 @@ impl RaftNode {
             store,
             lessor,
             alarms,
+            auth,
             id,
             forwarder: Forwarder::new(peers.clone()),
             peers,
@@ -417,6 +420,11 @@ impl RaftNode {
     /// The replicated alarms.
     pub fn alarms(&self) -> &Alarms {
         &self.alarms
+    }
+
+    /// The replicated users, roles and permissions.
+    pub fn auth(&self) -> &Arc<crate::auth::AuthStore> {
+        &self.auth
     }
 
     /// The member's lease table.

@@ -24,6 +24,7 @@ use rocksdb::{DB, WriteOptions};
 use super::command::{self, Rejection, StateCommand, StateResult};
 use super::snapshot::{self, SnapshotFile};
 use super::types::{CommandResponse, LogId, StoredMembership, TypeConfig};
+use crate::auth::{AuthState, AuthStore};
 use crate::lease::Lessor;
 use crate::mvcc::{ApplyBatch, MvccError, MvccStore};
 
@@ -35,6 +36,18 @@ pub(crate) const KEY_APPLIED: &[u8] = b"applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// Key of the members with a raised NOSPACE alarm in [`CF_SM_META`].
 pub(crate) const KEY_NOSPACE: &[u8] = b"alarms_nospace";
+/// Key of the auth state (users, roles, permissions) in [`CF_SM_META`].
+pub(crate) const KEY_AUTH: &[u8] = b"auth";
+
+/// Reads the persisted auth state (the default, auth off, when there is none).
+fn load_auth(db: &DB) -> io::Result<AuthState> {
+    match db.get_cf(meta_cf(db)?, KEY_AUTH).map_err(storage_err)? {
+        Some(bytes) => {
+            command::decode(&bytes).ok_or_else(|| io::Error::other("corrupt auth state"))
+        }
+        None => Ok(AuthState::default()),
+    }
+}
 
 /// The members whose NOSPACE alarm is raised: replicated state, read by the API on every write.
 #[derive(Debug, Default)]
@@ -190,6 +203,7 @@ pub struct StateMachine {
     store: Arc<SharedStore>,
     lessor: Arc<Lessor>,
     alarms: Arc<Alarms>,
+    auth: Arc<AuthStore>,
     snapshot_dir: PathBuf,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -226,6 +240,7 @@ impl StateMachine {
             None => StoredMembership::default(),
         };
         let alarms = Arc::new(Alarms::load(&db)?);
+        let auth = Arc::new(AuthStore::new(load_auth(&db)?));
         if let Some(a) = applied {
             store.set_applied(a.index);
         }
@@ -234,6 +249,7 @@ impl StateMachine {
             store,
             lessor,
             alarms,
+            auth,
             snapshot_dir,
             applied,
             membership,
@@ -248,6 +264,11 @@ impl StateMachine {
     /// The replicated alarms.
     pub fn alarms(&self) -> Arc<Alarms> {
         self.alarms.clone()
+    }
+
+    /// The replicated auth state.
+    pub fn auth(&self) -> Arc<AuthStore> {
+        self.auth.clone()
     }
 }
 
@@ -267,6 +288,7 @@ struct ApplyContext<'a> {
     db: &'a DB,
     lessor: &'a Lessor,
     alarms: &'a Alarms,
+    auth: &'a AuthStore,
 }
 
 fn apply_command(
@@ -277,7 +299,40 @@ fn apply_command(
     let Some(cmd) = command::decode::<StateCommand>(bytes) else {
         return Ok(StateResult::Rejected(Rejection::Undecodable));
     };
-    match &cmd {
+    apply_decoded(batch, cx, &cmd)
+}
+
+fn apply_decoded(
+    batch: &mut ApplyBatch<'_>,
+    cx: &ApplyContext<'_>,
+    cmd: &StateCommand,
+) -> io::Result<StateResult> {
+    match cmd {
+        StateCommand::Guarded {
+            auth_revision,
+            command,
+        } => {
+            let view = cx.auth.view();
+            if view.enabled() && view.state().revision > *auth_revision {
+                return Ok(StateResult::Rejected(Rejection::AuthOldRevision));
+            }
+            return apply_decoded(batch, cx, command);
+        }
+        StateCommand::Auth(change) => {
+            let mut state = cx.auth.view().state().clone();
+            return Ok(match state.apply(change) {
+                Ok(answer) => {
+                    batch
+                        .write_batch()
+                        .put_cf(meta_cf(cx.db)?, KEY_AUTH, command::encode(&state));
+                    // As the lease table: in memory before the batch is written; a failed
+                    // write stops the node.
+                    cx.auth.replace(state);
+                    StateResult::Auth(Ok(answer))
+                }
+                Err(e) => StateResult::Auth(Err(e)),
+            });
+        }
         StateCommand::LeaseGrant { id, ttl } => {
             let granted = cx
                 .lessor
@@ -307,7 +362,7 @@ fn apply_command(
         }
         _ => {}
     }
-    let outcome = match &cmd {
+    let outcome = match cmd {
         StateCommand::Put(req) => batch.put(req).map(StateResult::Put),
         StateCommand::DeleteRange(req) => batch.delete_range(req).map(StateResult::DeleteRange),
         StateCommand::Txn(req) => batch.txn(req).map(StateResult::Txn),
@@ -318,7 +373,9 @@ fn apply_command(
         }
         StateCommand::LeaseGrant { .. }
         | StateCommand::LeaseRevoke { .. }
-        | StateCommand::NoSpaceAlarm { .. } => {
+        | StateCommand::NoSpaceAlarm { .. }
+        | StateCommand::Auth(_)
+        | StateCommand::Guarded { .. } => {
             return Ok(StateResult::Nothing);
         }
     };
@@ -337,6 +394,7 @@ fn apply_entries(
     store: &MvccStore,
     lessor: &Arc<Lessor>,
     alarms: &Alarms,
+    auth: &AuthStore,
     entries: &[super::types::Entry],
     membership: &mut StoredMembership,
 ) -> io::Result<(Vec<StateResult>, Option<LogId>)> {
@@ -344,7 +402,12 @@ fn apply_entries(
     let check = lessor.clone();
     // Every member answers from the same table at the same log position: deterministic.
     batch.set_lease_check(move |id| check.exists(id));
-    let cx = ApplyContext { db, lessor, alarms };
+    let cx = ApplyContext {
+        db,
+        lessor,
+        alarms,
+        auth,
+    };
     let mut results = Vec::with_capacity(entries.len());
     let mut last = None;
     for entry in entries {
@@ -405,6 +468,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             &store,
             &self.lessor,
             &self.alarms,
+            &self.auth,
             &batch,
             &mut membership,
         )?;
@@ -439,6 +503,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let expected = meta.last_log_id;
         let lessor = self.lessor.clone();
         let alarms = self.alarms.clone();
+        let auth = self.auth.clone();
         let store = tokio::task::spawn_blocking(move || -> io::Result<MvccStore> {
             let installed = snapshot::install(&db, &snapshot)?;
             if installed.last_log_id != expected {
@@ -449,6 +514,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot::keep_only(&dir, &snapshot)?;
             lessor.reload(&db).map_err(storage_err)?;
             alarms.reload(&db)?;
+            auth.replace(load_auth(&db)?);
             MvccStore::open(db).map_err(storage_err)
         })
         .await

@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::config::{ClusterState, MemberConfig};
 use super::{ids, storage};
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::core::{Core, Limits, spawn_alarm_raiser};
 use crate::api::election::ElectionService;
@@ -19,7 +20,6 @@ use crate::api::kv::KvService;
 use crate::api::lease::{LeaseService, spawn_expiry};
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
-use crate::api::pending::PendingAuth;
 use crate::api::proto::etcdserverpb as pb;
 use crate::api::proto::{v3electionpb, v3lockpb};
 use crate::api::watch::WatchService;
@@ -230,7 +230,7 @@ async fn listen(
 }
 
 /// Refuses TLS material whose certificate is not the member certificate of `name`.
-fn check_member_cert(
+pub(crate) fn check_member_cert(
     material: &Material,
     cluster: &str,
     name: &str,
@@ -401,11 +401,13 @@ pub async fn serve(
     .await?;
 
     // The peer port comes up before anything waits for a leader: the others need it to elect one.
-    let (_peer_config_tx, peer_config_rx) = tokio::sync::watch::channel(peer_server_config);
+    let (peer_config_tx, peer_config_rx) = tokio::sync::watch::channel(peer_server_config);
+    let mut peer_live = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for addr in &config.listen_peer {
         let incoming = listen(addr, &peer_config_rx, &cluster).await?;
+        peer_live.push(incoming.live());
         let router = Server::builder()
             .http2_adaptive_window(Some(true))
             .add_service(node.peer_service(initial.clone()));
@@ -485,9 +487,11 @@ pub async fn serve(
 
     let expiry = spawn_expiry(core.clone());
     let alarm_raiser = spawn_alarm_raiser(core.clone());
-    let (_config_tx, config_rx) = tokio::sync::watch::channel(server_config);
+    let (config_tx, config_rx) = tokio::sync::watch::channel(server_config);
+    let mut client_live = Vec::new();
     for addr in &config.listen_client {
         let incoming = listen(addr, &config_rx, &cluster).await?;
+        client_live.push(incoming.live());
         let kv = pb::kv_server::KvServer::new(KvService::new(core.clone()))
             .max_decoding_message_size(decode_limit)
             .max_encoding_message_size(usize::MAX);
@@ -521,7 +525,10 @@ pub async fn serve(
                 lease,
                 require_identity,
             ))
-            .add_service(pb::auth_server::AuthServer::new(PendingAuth))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                pb::auth_server::AuthServer::new(AuthService::new(core.clone())),
+                require_identity,
+            ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 v3lockpb::lock_server::LockServer::new(LockService::new(core.clone())),
                 require_identity,
@@ -542,6 +549,20 @@ pub async fn serve(
         info!(addr = %addr, "serving client requests over mutual TLS");
     }
     info!(member = %config.name, "ready to serve client requests");
+    let reloader = tokio::spawn(
+        super::reload::Reloader {
+            name: config.name.clone(),
+            cluster: cluster.clone(),
+            client_files: files.clone(),
+            peer_files: peer_files.clone(),
+            client_config: config_tx,
+            peer_config: peer_config_tx,
+            peers: peer_context.clone(),
+            client_live,
+            peer_live,
+        }
+        .run(),
+    );
 
     // As etcd: a member removed from the cluster stops (it would otherwise campaign forever).
     let removed = watch_removal(&core, &peer_context);
@@ -558,6 +579,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     expiry.abort();
     alarm_raiser.abort();
+    reloader.abort();
     core.node.shutdown().await;
     for mut s in servers {
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut s).await.is_err() {

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod ids;
 pub mod member;
+pub mod reload;
 pub mod storage;
 
 pub use config::{ClusterState, ConfigError, MemberConfig, ServeArgs, TlsPaths};

@@ -8,13 +8,16 @@
 //! current at accept time, read from a `watch` channel, so certificates and CRL reload without
 //! a restart.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -59,6 +62,133 @@ pub struct PeerInfo {
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     info: PeerInfo,
+    /// Closes the connection from outside (its certificate was revoked).
+    closer: Arc<Closer>,
+    /// Keeps the connection listed in its listener's [`LiveConnections`] while it is open.
+    _listed: Listed,
+}
+
+/// Lets another task close a connection: once set, every read and write of the connection
+/// fails, so the HTTP/2 server drops it with all its streams.
+#[derive(Debug, Default)]
+struct Closer {
+    closed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Closer {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether the connection was closed; else the task is woken when it is.
+    fn poll_closed(&self, cx: &Context<'_>) -> Poll<io::Error> {
+        self.waker.register(cx.waker());
+        if self.closed.load(Ordering::Acquire) {
+            Poll::Ready(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the peer's certificate is no longer accepted",
+            ))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// An open connection as a reload sees it.
+#[derive(Debug)]
+struct LiveEntry {
+    remote: SocketAddr,
+    certificate: CertificateDer<'static>,
+    closer: Arc<Closer>,
+}
+
+/// The open connections of a listener, so that when the CA bundle or CRL changes, those whose
+/// certificate is no longer accepted are closed at once (a revoked client loses its
+/// connection and watch streams, not only its next handshake).
+#[derive(Debug, Clone, Default)]
+pub struct LiveConnections {
+    inner: Arc<Mutex<LiveTable>>,
+}
+
+#[derive(Debug, Default)]
+struct LiveTable {
+    next: u64,
+    open: HashMap<u64, LiveEntry>,
+}
+
+/// Removes a connection from its table when the connection is dropped.
+#[derive(Debug)]
+struct Listed {
+    table: LiveConnections,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.table.lock().open.remove(&self.id);
+    }
+}
+
+impl LiveConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveTable> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(
+        &self,
+        remote: SocketAddr,
+        certificate: CertificateDer<'static>,
+    ) -> (Arc<Closer>, Listed) {
+        let closer = Arc::new(Closer::default());
+        let mut table = self.lock();
+        let id = table.next;
+        table.next += 1;
+        table.open.insert(
+            id,
+            LiveEntry {
+                remote,
+                certificate,
+                closer: closer.clone(),
+            },
+        );
+        (
+            closer,
+            Listed {
+                table: self.clone(),
+                id,
+            },
+        )
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes every connection whose certificate `refuse` gives a reason to refuse, logging
+    /// the reason; returns how many were closed.
+    pub fn close_refused(
+        &self,
+        mut refuse: impl FnMut(&CertificateDer<'static>) -> Option<String>,
+    ) -> usize {
+        let table = self.lock();
+        let mut closed = 0;
+        for entry in table.open.values() {
+            if let Some(reason) = refuse(&entry.certificate) {
+                warn!(remote = %entry.remote, reason = %reason, "closing a connection whose certificate is no longer accepted");
+                entry.closer.close();
+                closed += 1;
+            }
+        }
+        closed
+    }
 }
 
 impl TlsConnection {
@@ -80,7 +210,11 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Poll::Ready(e) = this.closer.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
@@ -90,7 +224,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Poll::Ready(e) = this.closer.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -98,7 +236,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Poll::Ready(e) = this.closer.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -132,6 +274,7 @@ impl Connected for TlsConnection {
 pub struct TlsIncoming {
     ready: mpsc::Receiver<TlsConnection>,
     accept_loop: JoinHandle<()>,
+    live: LiveConnections,
 }
 
 impl TlsIncoming {
@@ -157,14 +300,25 @@ impl TlsIncoming {
         handshake_timeout: Duration,
     ) -> TlsIncoming {
         let (ready_tx, ready) = mpsc::channel(READY_QUEUE);
+        let live = LiveConnections::default();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             config,
             Arc::from(cluster.into()),
             handshake_timeout,
             ready_tx,
+            live.clone(),
         ));
-        TlsIncoming { ready, accept_loop }
+        TlsIncoming {
+            ready,
+            accept_loop,
+            live,
+        }
+    }
+
+    /// The connections this listener has accepted and that are still open.
+    pub fn live(&self) -> LiveConnections {
+        self.live.clone()
     }
 }
 
@@ -190,6 +344,7 @@ async fn accept_loop(
     cluster: Arc<str>,
     handshake_timeout: Duration,
     ready: mpsc::Sender<TlsConnection>,
+    live: LiveConnections,
 ) {
     let mut handshakes = JoinSet::new();
     loop {
@@ -208,6 +363,7 @@ async fn accept_loop(
                         handshake_timeout,
                         cluster.clone(),
                         ready.clone(),
+                        live.clone(),
                     ));
                 }
                 Err(e) => {
@@ -236,6 +392,7 @@ async fn handshake(
     handshake_timeout: Duration,
     cluster: Arc<str>,
     ready: mpsc::Sender<TlsConnection>,
+    live: LiveConnections,
 ) {
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(remote = %remote, reason = %e, "could not set TCP_NODELAY");
@@ -278,8 +435,11 @@ async fn handshake(
         }
     };
     debug!(remote = %remote, caller = ?caller, "TLS handshake accepted");
+    let (closer, listed) = live.add(remote, peer_certificate.clone());
     let connection = TlsConnection {
         stream,
+        closer,
+        _listed: listed,
         info: PeerInfo {
             remote_addr: remote,
             caller,

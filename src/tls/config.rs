@@ -49,6 +49,19 @@ pub enum ClientPolicy {
     },
 }
 
+/// The check a server makes of client certificates with this material: chains to one of its
+/// CAs, within its validity, clientAuth, not revoked by its CRLs. Also used to re-check the
+/// certificates of open connections after a reload.
+pub fn client_verifier(material: &Material) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(material.roots().clone(), crypto_provider())
+        .with_crls(material.crls().iter().cloned())
+        .build()
+        .map_err(|source| TlsError::Verifier {
+            ca: material.files().ca.clone(),
+            source,
+        })
+}
+
 /// A server config for one port: TLS 1.3 only, ALPN h2, client certificate required per
 /// `policy`, revocation checked against the material's CRLs (an unknown status is refused).
 ///
@@ -63,14 +76,7 @@ pub fn server_config(
         return Err(TlsError::MissingCrl);
     }
     let provider = crypto_provider();
-    let webpki =
-        WebPkiClientVerifier::builder_with_provider(material.roots().clone(), provider.clone())
-            .with_crls(material.crls().iter().cloned())
-            .build()
-            .map_err(|source| TlsError::Verifier {
-                ca: material.files().ca.clone(),
-                source,
-            })?;
+    let webpki = client_verifier(material)?;
     let verifier: Arc<dyn ClientCertVerifier> = match policy {
         ClientPolicy::AnyClient => webpki,
         ClientPolicy::MembersOf { cluster } => {

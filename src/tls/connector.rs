@@ -95,8 +95,25 @@ pub fn https_endpoint(endpoint: &str) -> Result<Endpoint, TlsError> {
 /// `h2`; all within [`DEFAULT_CONNECT_TIMEOUT`].
 #[derive(Clone)]
 pub struct TlsDialer {
-    tls: tokio_rustls::TlsConnector,
+    tls: DialConfig,
     expect: Option<ExpectedMember>,
+}
+
+/// The client config of a dialer: fixed, or the current one of a reloadable source (so a
+/// reconnect after a certificate reload presents the new certificate and trusts the new CAs).
+#[derive(Clone)]
+enum DialConfig {
+    Fixed(tokio_rustls::TlsConnector),
+    Live(tokio::sync::watch::Receiver<Arc<ClientConfig>>),
+}
+
+impl DialConfig {
+    fn connector(&self) -> tokio_rustls::TlsConnector {
+        match self {
+            DialConfig::Fixed(c) => c.clone(),
+            DialConfig::Live(rx) => tokio_rustls::TlsConnector::from(rx.borrow().clone()),
+        }
+    }
 }
 
 /// The member a peer connection must reach: the server's certificate must name a member of
@@ -117,7 +134,7 @@ impl TlsDialer {
     /// A dialer that uses `config` (normally [`super::client_config`]) for every connection.
     pub fn new(config: Arc<ClientConfig>) -> TlsDialer {
         TlsDialer {
-            tls: tokio_rustls::TlsConnector::from(config),
+            tls: DialConfig::Fixed(tokio_rustls::TlsConnector::from(config)),
             expect: None,
         }
     }
@@ -126,7 +143,22 @@ impl TlsDialer {
     /// that of a member of `cluster` — of member `name` when given — or the connection fails.
     pub fn to_member(config: Arc<ClientConfig>, cluster: &str, name: Option<&str>) -> TlsDialer {
         TlsDialer {
-            tls: tokio_rustls::TlsConnector::from(config),
+            tls: DialConfig::Fixed(tokio_rustls::TlsConnector::from(config)),
+            expect: Some(ExpectedMember {
+                cluster: cluster.to_owned(),
+                name: name.map(str::to_owned),
+            }),
+        }
+    }
+
+    /// As [`TlsDialer::to_member`], each connection made with the config current in `config`.
+    pub fn to_member_live(
+        config: tokio::sync::watch::Receiver<Arc<ClientConfig>>,
+        cluster: &str,
+        name: Option<&str>,
+    ) -> TlsDialer {
+        TlsDialer {
+            tls: DialConfig::Live(config),
             expect: Some(ExpectedMember {
                 cluster: cluster.to_owned(),
                 name: name.map(str::to_owned),
@@ -145,7 +177,7 @@ impl tonic::codegen::Service<Uri> for TlsDialer {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
+        let tls = self.tls.connector();
         let expect = self.expect.clone();
         Box::pin(async move {
             tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, dial(uri, tls, expect))

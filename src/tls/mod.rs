@@ -23,10 +23,13 @@ mod connector;
 mod error;
 mod material;
 
-pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, PeerInfo, TlsConnection, TlsIncoming};
+pub use acceptor::{
+    DEFAULT_HANDSHAKE_TIMEOUT, LiveConnections, PeerInfo, TlsConnection, TlsIncoming,
+};
 pub use caller::{Caller, PeerIdentity, caller_from_cert, identity};
 pub use config::{
-    ALPN_H2, ClientPolicy, PROTOCOL_VERSIONS, client_config, crypto_provider, server_config,
+    ALPN_H2, ClientPolicy, PROTOCOL_VERSIONS, client_config, client_verifier, crypto_provider,
+    server_config,
 };
 pub use connector::{
     DEFAULT_CONNECT_TIMEOUT, TlsDialer, connect_channel, https_endpoint, lazy_channel,

@@ -528,12 +528,17 @@ impl Member {
 
     /// An `etcd-client` crate client of this member, authenticated as `root`.
     pub async fn etcd_client(&self) -> etcd_client::Client {
+        self.etcd_client_as("root").await
+    }
+
+    /// An `etcd-client` connected with client `user`'s certificate.
+    pub async fn etcd_client_as(&self, user: &str) -> etcd_client::Client {
         let read = |p: &str| std::fs::read(self.pki_dir.join(p)).expect("PKI file");
         let tls = etcd_client::TlsOptions::new()
             .ca_certificate(etcd_client::Certificate::from_pem(read("ca.crt")))
             .identity(etcd_client::Identity::from_pem(
-                read("clients/root.crt"),
-                read("clients/root.key"),
+                read(&format!("clients/{user}.crt")),
+                read(&format!("clients/{user}.key")),
             ));
         etcd_client::Client::connect(
             [self.client_url.as_str()],

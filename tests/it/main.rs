@@ -1,6 +1,7 @@
 //! Integration tests: the real `rampart` binary, real TLS stacks (OpenSSL, Go's via etcd),
 //! with PKIs minted at test time. One binary, one harness.
 
+mod auth;
 mod cluster;
 mod door;
 mod durability;
@@ -13,4 +14,6 @@ mod lock;
 mod member;
 mod peer_door;
 mod pki_cli;
+mod reload;
+mod rotation;
 mod watch;
