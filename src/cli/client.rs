@@ -175,7 +175,18 @@ impl ConnArgs {
     /// TLS client configuration from the files.
     pub fn client_config(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         let files = self.tls_files()?;
-        let material = Material::load(&files)?;
+        // A certificate and its key are replaced one file after the other (renewal, CA
+        // rotation): a mismatch may be a replacement caught half-way, so look again briefly.
+        let mut attempts = 0;
+        let material = loop {
+            match Material::load(&files) {
+                Err(crate::tls::TlsError::KeyMismatch { .. }) if attempts < 5 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         Ok(crate::tls::client_config(&material)?)
     }
 

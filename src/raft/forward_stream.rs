@@ -35,6 +35,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ProposeOutcome>>>>;
 const QUEUE: usize = 1024;
 
 struct Link {
+    /// The TLS generation of the connection (see [`PeerContext::generation`]).
+    generation: u64,
     requests: mpsc::Sender<PeerRequest>,
     pending: Pending,
     next: AtomicU64,
@@ -104,14 +106,19 @@ impl Forwarder {
     /// The open stream to `target`, opening one when there is none or the last one broke.
     fn link(&self, target: NodeId, node: &Node) -> Result<Arc<Link>, PeerError> {
         let mut links = lock(&self.links);
+        let generation = self.context.generation();
+        // A stream opened before a certificate reload is left to drain: the writes on it are
+        // answered, and it ends when the last of them lets go of it.
         if let Some(l) = links.get(&target)
             && !l.closed.load(Ordering::Acquire)
+            && l.generation == generation
         {
             return Ok(l.clone());
         }
         let channel = self.context.channel(target, node)?;
         let (requests, rx) = mpsc::channel(QUEUE);
         let link = Arc::new(Link {
+            generation,
             requests,
             pending: Pending::default(),
             next: AtomicU64::new(0),

@@ -59,6 +59,9 @@ pub struct PeerContext {
     /// The trust domain (cluster name) of member certificates.
     pub trust_domain: String,
     tls: tokio::sync::watch::Sender<Arc<ClientConfig>>,
+    /// Bumped when the TLS material changes: long-lived streams opened before then move to
+    /// new connections at their next idle moment.
+    generation: std::sync::atomic::AtomicU64,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -123,14 +126,29 @@ impl PeerContext {
             member_id,
             trust_domain,
             tls: tokio::sync::watch::Sender::new(tls),
+            generation: std::sync::atomic::AtomicU64::new(0),
             channels: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Dials with `tls` from now on (reloaded certificates): connections made from now on,
-    /// reconnects included, present the new certificate and trust the new CA bundle.
+    /// Dials with `tls` from now on (reloaded certificates). Every call from now on uses a new
+    /// connection that presents the new certificate; streams on the old connections move over
+    /// when idle (see [`PeerContext::generation`]). So when the old material stops being
+    /// trusted (the end of a CA rotation), no connection in use still depends on it.
     pub fn replace_tls(&self, tls: Arc<ClientConfig>) {
         self.tls.send_replace(tls);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// How many times the TLS material was replaced: a stream opened under an older
+    /// generation should end once nothing is in flight on it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The `Sender` field of messages from this member.
@@ -541,10 +559,10 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                 let outstanding = outstanding.clone();
                 async move {
                     let mut responses = state?;
+                    let idle = || outstanding.load(std::sync::atomic::Ordering::Relaxed) == 0;
                     let next = loop {
                         match tokio::time::timeout(ttl, responses.next()).await {
-                            Err(_)
-                                if outstanding.load(std::sync::atomic::Ordering::Relaxed) == 0 => {}
+                            Err(_) if idle() => {}
                             other => break other,
                         }
                     };
