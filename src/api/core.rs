@@ -42,6 +42,8 @@ pub struct Core {
     pub tmp_dir: std::path::PathBuf,
     /// How often watchers that asked for progress notices get one.
     pub watch_progress_interval: Duration,
+    /// Most watchers on one watch stream.
+    pub max_watchers_per_stream: usize,
     /// IDs for leases granted without one.
     pub lease_ids: crate::lease::IdGenerator,
     /// Whether this member's database was over the quota when last measured.
@@ -77,6 +79,7 @@ impl Core {
             db,
             tmp_dir,
             watch_progress_interval: super::watch::DEFAULT_PROGRESS_INTERVAL,
+            max_watchers_per_stream: usize::MAX,
             lease_ids: crate::lease::IdGenerator::new(member_id),
             over_quota: AtomicBool::new(false),
             raise_alarm: tokio::sync::Notify::new(),
@@ -92,6 +95,12 @@ impl Core {
     /// Sets the interval of watch progress notices.
     pub fn with_watch_progress_interval(mut self, interval: Duration) -> Core {
         self.watch_progress_interval = interval;
+        self
+    }
+
+    /// Sets the limit of watchers per watch stream.
+    pub fn with_max_watchers_per_stream(mut self, limit: usize) -> Core {
+        self.max_watchers_per_stream = limit;
         self
     }
 

@@ -41,6 +41,8 @@ const COMPACTED_REASON: &str = "etcdserver: mvcc: required revision has been com
 const DUPLICATE_ID_REASON: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 const EMPTY_RANGE_REASON: &str = "mvcc: watcher range is empty";
 const PERMISSION_DENIED_REASON: &str = "etcdserver: permission denied";
+const TOO_MANY_WATCHERS_REASON: &str =
+    "rampart: too many watchers on this stream (--max-watchers-per-stream); open another stream";
 
 /// etcd's Watch service over a member's [`Core`].
 #[derive(Clone)]
@@ -242,6 +244,8 @@ impl WatchStream {
             Some(EMPTY_RANGE_REASON)
         } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
             Some(DUPLICATE_ID_REASON)
+        } else if self.watchers.len() >= self.core.max_watchers_per_stream {
+            Some(TOO_MANY_WATCHERS_REASON)
         } else if self
             .core
             .authorize(&self.who, |v, u| {

@@ -26,6 +26,12 @@ pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd's default initial cluster token.
 pub const DEFAULT_TOKEN: &str = "etcd-cluster";
+/// Default of --max-concurrent-streams (per client connection).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1_000;
+/// Default of --max-connections (per client listener).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4_096;
+/// Default of --max-watchers-per-stream.
+pub const DEFAULT_MAX_WATCHERS_PER_STREAM: u32 = 100_000;
 
 /// A configuration problem, naming the setting and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +145,15 @@ pub struct ServeArgs {
     /// Default: 10m
     #[arg(long, env = "RAMPART_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL")]
     pub experimental_watch_progress_notify_interval: Option<String>,
+    /// Most requests in flight on one client connection (HTTP/2 streams). Default: 1000
+    #[arg(long, env = "RAMPART_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Most open client connections per client listener; more are closed at once. Default: 4096
+    #[arg(long, env = "RAMPART_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Most watchers on one watch stream. Default: 100000
+    #[arg(long, env = "RAMPART_MAX_WATCHERS_PER_STREAM")]
+    pub max_watchers_per_stream: Option<u32>,
 }
 
 impl ServeArgs {
@@ -172,7 +187,10 @@ impl ServeArgs {
             max_txn_ops,
             snapshot_count,
             experimental_snapshot_catchup_entries,
-            experimental_watch_progress_notify_interval
+            experimental_watch_progress_notify_interval,
+            max_concurrent_streams,
+            max_connections,
+            max_watchers_per_stream
         )
     }
 }
@@ -240,6 +258,12 @@ pub struct MemberConfig {
     pub snapshot_catchup_entries: u64,
     /// Interval of watch progress notices.
     pub watch_progress_notify_interval: std::time::Duration,
+    /// Requests in flight per client connection.
+    pub max_concurrent_streams: u32,
+    /// Open client connections per listener.
+    pub max_connections: u32,
+    /// Watchers per watch stream.
+    pub max_watchers_per_stream: u32,
 }
 
 impl MemberConfig {
@@ -430,7 +454,30 @@ impl MemberConfig {
             snapshot_count,
             snapshot_catchup_entries,
             watch_progress_notify_interval,
+            max_concurrent_streams: positive(
+                "max-concurrent-streams",
+                a.max_concurrent_streams,
+                DEFAULT_MAX_CONCURRENT_STREAMS,
+            )?,
+            max_connections: positive(
+                "max-connections",
+                a.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+            max_watchers_per_stream: positive(
+                "max-watchers-per-stream",
+                a.max_watchers_per_stream,
+                DEFAULT_MAX_WATCHERS_PER_STREAM,
+            )?,
         })
+    }
+}
+
+/// A limit that must be at least 1.
+fn positive(flag: &'static str, value: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(invalid(flag, "must be positive")),
+        n => Ok(n),
     }
 }
 

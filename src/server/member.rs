@@ -215,6 +215,7 @@ async fn listen(
     addr: &std::net::SocketAddr,
     config: &tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     cluster: &str,
+    max_connections: usize,
 ) -> Result<TlsIncoming, ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -222,10 +223,12 @@ async fn listen(
             addr: *addr,
             source,
         })?;
-    Ok(TlsIncoming::new(
+    Ok(TlsIncoming::with_limits(
         listener,
         config.clone(),
         cluster.to_owned(),
+        crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections,
     ))
 }
 
@@ -406,7 +409,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for addr in &config.listen_peer {
-        let incoming = listen(addr, &peer_config_rx, &cluster).await?;
+        // Peers are few and authenticated by the handshake; the bound only stops a flood.
+        let incoming = listen(addr, &peer_config_rx, &cluster, PEER_MAX_CONNECTIONS).await?;
         peer_live.push(incoming.live());
         let router = Server::builder()
             .http2_adaptive_window(Some(true))
@@ -469,7 +473,8 @@ pub async fn serve(
             db,
             config.data_dir.join("tmp"),
         )
-        .with_watch_progress_interval(config.watch_progress_notify_interval),
+        .with_watch_progress_interval(config.watch_progress_notify_interval)
+        .with_max_watchers_per_stream(config.max_watchers_per_stream as usize),
     );
     let decode_limit = limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
 
@@ -490,7 +495,7 @@ pub async fn serve(
     let (config_tx, config_rx) = tokio::sync::watch::channel(server_config);
     let mut client_live = Vec::new();
     for addr in &config.listen_client {
-        let incoming = listen(addr, &config_rx, &cluster).await?;
+        let incoming = listen(addr, &config_rx, &cluster, config.max_connections as usize).await?;
         client_live.push(incoming.live());
         let kv = pb::kv_server::KvServer::new(KvService::new(core.clone()))
             .max_decoding_message_size(decode_limit)
@@ -504,7 +509,12 @@ pub async fn serve(
             .max_decoding_message_size(decode_limit)
             .max_encoding_message_size(usize::MAX);
         let lease = pb::lease_server::LeaseServer::new(LeaseService::new(core.clone()));
+        // Dead or silent clients are dropped by HTTP/2 pings; one connection cannot open
+        // unbounded concurrent requests.
         let router = Server::builder()
+            .max_concurrent_streams(Some(config.max_concurrent_streams))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 kv,
                 require_identity,
@@ -588,6 +598,13 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Open connections on the peer port at most.
+const PEER_MAX_CONNECTIONS: usize = 1024;
+/// How often an idle client connection is pinged, and how long the answer may take before the
+/// connection is dropped.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long open connections may take to finish when the member stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

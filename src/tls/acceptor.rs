@@ -299,13 +299,28 @@ impl TlsIncoming {
         cluster: impl Into<String>,
         handshake_timeout: Duration,
     ) -> TlsIncoming {
+        TlsIncoming::with_limits(listener, config, cluster, handshake_timeout, usize::MAX)
+    }
+
+    /// As [`TlsIncoming::with_handshake_timeout`], with at most `max_connections` open at once:
+    /// a TCP connection beyond that is closed before its handshake (and the refusal logged).
+    pub fn with_limits(
+        listener: TcpListener,
+        config: watch::Receiver<Arc<ServerConfig>>,
+        cluster: impl Into<String>,
+        handshake_timeout: Duration,
+        max_connections: usize,
+    ) -> TlsIncoming {
         let (ready_tx, ready) = mpsc::channel(READY_QUEUE);
         let live = LiveConnections::default();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             config,
             Arc::from(cluster.into()),
-            handshake_timeout,
+            Limits {
+                handshake_timeout,
+                max_connections,
+            },
             ready_tx,
             live.clone(),
         ));
@@ -338,14 +353,60 @@ impl Drop for TlsIncoming {
     }
 }
 
+/// The limits of one listener.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    handshake_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Logs refused handshakes, at most [`REFUSALS_PER_SECOND`] a second: a flood of bad clients
+/// must not flood the log (nor slow the member down writing it). The rest are counted and
+/// reported in one line.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    window: Mutex<(Option<std::time::Instant>, u32, u64)>,
+}
+
+/// Refused handshakes logged one by one per second, per listener.
+const REFUSALS_PER_SECOND: u32 = 10;
+
+impl RefusalLog {
+    /// Whether this refusal may be logged on its own line.
+    fn admit(&self) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let (start, logged, suppressed) = &mut *w;
+        if start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
+            if *suppressed > 0 {
+                warn!(
+                    count = *suppressed,
+                    "more TLS handshakes refused (not logged one by one)"
+                );
+            }
+            *start = Some(now);
+            *logged = 0;
+            *suppressed = 0;
+        }
+        if *logged < REFUSALS_PER_SECOND {
+            *logged += 1;
+            true
+        } else {
+            *suppressed += 1;
+            false
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     config: watch::Receiver<Arc<ServerConfig>>,
     cluster: Arc<str>,
-    handshake_timeout: Duration,
+    limits: Limits,
     ready: mpsc::Sender<TlsConnection>,
     live: LiveConnections,
 ) {
+    let refusals = Arc::new(RefusalLog::default());
     let mut handshakes = JoinSet::new();
     loop {
         if handshakes.len() >= MAX_PENDING_HANDSHAKES {
@@ -355,15 +416,25 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
+                    if live.len() + handshakes.len() >= limits.max_connections {
+                        if refusals.admit() {
+                            warn!(remote = %remote, limit = limits.max_connections, "connection refused: the member holds its maximum of connections (--max-connections)");
+                        }
+                        drop(tcp);
+                        continue;
+                    }
                     let acceptor = TlsAcceptor::from(config.borrow().clone());
                     handshakes.spawn(handshake(
                         tcp,
                         remote,
                         acceptor,
-                        handshake_timeout,
-                        cluster.clone(),
-                        ready.clone(),
-                        live.clone(),
+                        HandshakeContext {
+                            timeout: limits.handshake_timeout,
+                            cluster: cluster.clone(),
+                            ready: ready.clone(),
+                            live: live.clone(),
+                            refusals: refusals.clone(),
+                        },
                     ));
                 }
                 Err(e) => {
@@ -385,30 +456,47 @@ fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
     }
 }
 
+/// What a handshake task shares with its listener.
+struct HandshakeContext {
+    timeout: Duration,
+    cluster: Arc<str>,
+    ready: mpsc::Sender<TlsConnection>,
+    live: LiveConnections,
+    refusals: Arc<RefusalLog>,
+}
+
 async fn handshake(
     tcp: TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
-    cluster: Arc<str>,
-    ready: mpsc::Sender<TlsConnection>,
-    live: LiveConnections,
+    cx: HandshakeContext,
 ) {
+    let HandshakeContext {
+        timeout: handshake_timeout,
+        cluster,
+        ready,
+        live,
+        refusals,
+    } = cx;
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(remote = %remote, reason = %e, "could not set TCP_NODELAY");
     }
     let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            warn!(remote = %remote, reason = %refusal_reason(&e), "TLS handshake refused");
+            if refusals.admit() {
+                warn!(remote = %remote, reason = %refusal_reason(&e), "TLS handshake refused");
+            }
             return;
         }
         Err(_) => {
-            warn!(
-                remote = %remote,
-                reason = %format_args!("no complete handshake within {handshake_timeout:?}"),
-                "TLS handshake refused"
-            );
+            if refusals.admit() {
+                warn!(
+                    remote = %remote,
+                    reason = %format_args!("no complete handshake within {handshake_timeout:?}"),
+                    "TLS handshake refused"
+                );
+            }
             return;
         }
     };

@@ -1,6 +1,7 @@
 //! Integration tests: the real `rampart` binary, real TLS stacks (OpenSSL, Go's via etcd),
 //! with PKIs minted at test time. One binary, one harness.
 
+mod attack;
 mod auth;
 mod cluster;
 mod door;
