@@ -124,6 +124,11 @@ async fn raw_call(
     }
 }
 
+/// A credential: certificate and key paths.
+type Credential = (String, String);
+/// An attack: its name, the credential used, the etcdctl command, what must be seen.
+type Row<'a> = (&'a str, &'a Credential, Vec<&'a str>, &'a str);
+
 #[test]
 fn every_attack_on_the_client_port_is_refused() {
     if tool("etcdctl").is_none() {
@@ -192,7 +197,7 @@ fn every_attack_on_the_client_port_is_refused() {
 
     let snapshot_path = pki.tmp.path().join("app.db").to_string_lossy().into_owned();
     // (attack, cert, key, command, what stderr or the member's log must show)
-    let rows: Vec<(&str, &(String, String), Vec<&str>, &str)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "certificate not valid yet",
             &not_yet,
