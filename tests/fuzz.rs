@@ -35,12 +35,13 @@ proptest! {
         if let Ok(r) = pb::DeleteRangeRequest::decode(bytes.as_slice()) {
             let _ = convert::delete_request(&r);
         }
-        if let Ok(r) = pb::TxnRequest::decode(bytes.as_slice()) {
-            if let Ok(t) = convert::txn_request(&r) {
-                let _ = rampart::mvcc::check_txn_duplicates(&t);
-                let _ = rampart::mvcc::txn_exceeds_max_ops(&t, 128);
-                let _ = rampart::mvcc::is_txn_read_only(&t);
-            }
+        if let Ok(t) = pb::TxnRequest::decode(bytes.as_slice())
+            .map_err(|_| ())
+            .and_then(|r| convert::txn_request(&r).map_err(|_| ()))
+        {
+            let _ = rampart::mvcc::check_txn_duplicates(&t);
+            let _ = rampart::mvcc::txn_exceeds_max_ops(&t, 128);
+            let _ = rampart::mvcc::is_txn_read_only(&t);
         }
         let _ = pb::WatchRequest::decode(bytes.as_slice());
         let _ = pb::LeaseGrantRequest::decode(bytes.as_slice());
