@@ -559,6 +559,18 @@ fn refusal_reason(error: &io::Error) -> String {
         Error::InvalidCertificate(CertificateError::Revoked) => {
             "the client certificate is revoked by the cluster's CRL"
         }
+        Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. }) => {
+            return format!(
+                "the client certificate expired on {}; issue a new one (`rampart pki renew NAME`) (certificate expired)",
+                crate::pki::format_time(not_after.as_secs() as i64)
+            );
+        }
+        Error::InvalidCertificate(CertificateError::NotValidYetContext { not_before, .. }) => {
+            return format!(
+                "the client certificate is not valid before {}; check the clocks of the issuer and this member (certificate not valid yet)",
+                crate::pki::format_time(not_before.as_secs() as i64)
+            );
+        }
         Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
             "the client does not speak TLS (plaintext, http:// ?)"
         }
