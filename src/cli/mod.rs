@@ -8,6 +8,7 @@ mod bench;
 mod client;
 mod endpoint;
 mod grpc;
+mod install;
 mod kv;
 mod lease;
 mod member;
@@ -85,6 +86,10 @@ enum Command {
     Role(auth::RoleArgs),
     /// Turn permission checks on or off, or show their status, as etcdctl's.
     Auth(auth::AuthArgs),
+    /// Install this member as a hardened systemd service (user, config, certificates, unit).
+    Install(Box<install::InstallArgs>),
+    /// Remove the service; configuration and data stay unless --purge.
+    Uninstall(install::UninstallArgs),
 }
 
 /// An error with the exit code it should produce.
@@ -161,6 +166,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::User(args) => auth::run_user(args, cli.write_out),
         Command::Role(args) => auth::run_role(args, cli.write_out),
         Command::Auth(args) => auth::run_auth(args, cli.write_out),
+        Command::Install(args) => install::run_install(*args),
+        Command::Uninstall(args) => install::run_uninstall(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -559,6 +559,8 @@ pub async fn serve(
         info!(addr = %addr, "serving client requests over mutual TLS");
     }
     info!(member = %config.name, "ready to serve client requests");
+    super::notify::ready(&format!("serving client requests as {}", config.name));
+    let watchdog = super::notify::spawn_watchdog();
     let reloader = tokio::spawn(
         super::reload::Reloader {
             name: config.name.clone(),
@@ -586,7 +588,11 @@ pub async fn serve(
     // Stop accepting, stop raft (which ends the peers' replication streams), then give open
     // connections a moment to finish their requests: peers keep their connections open
     // forever, so a graceful close alone would never complete.
+    super::notify::stopping();
     let _ = stop_tx.send(true);
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     expiry.abort();
     alarm_raiser.abort();
     reloader.abort();

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod ids;
 pub mod member;
+pub mod notify;
 pub mod reload;
 pub mod storage;
 

@@ -205,6 +205,7 @@ pub struct Member {
     proc: Option<Proc>,
     starts: u32,
     extra: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Member {
@@ -243,7 +244,13 @@ impl Member {
             proc: None,
             starts: 0,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            envs: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of `rampart serve` for the next starts.
+    pub fn add_env(&mut self, key: &str, value: &str) {
+        self.envs.push((key.to_owned(), value.to_owned()));
     }
 
     /// Adds `rampart serve` flags for the next starts.
@@ -297,7 +304,8 @@ impl Member {
         .arg(&self.data_dir)
         .arg("--pki-dir")
         .arg(&self.pki_dir)
-        .args(&self.extra);
+        .args(&self.extra)
+        .envs(self.envs.iter().map(|(k, v)| (k, v)));
         self.proc = Some(Proc::spawn(&self.name, cmd, self.log_path()));
     }
 

@@ -17,4 +17,5 @@ mod peer_door;
 mod pki_cli;
 mod reload;
 mod rotation;
+mod systemd;
 mod watch;
