@@ -124,10 +124,10 @@ fn file(path: String, mode: u32, owner: Owner, bytes: Vec<u8>) -> Item {
 
 /// The host peers and clients reach this member at: the certificate's first DNS name or IP.
 fn host_of(cert: &CertInfo) -> Option<String> {
-    cert.sans.iter().find_map(|s| match s {
-        San::Dns(name) => Some(name.clone()),
-        San::Ip(ip) if ip.is_ipv6() => Some(format!("[{ip}]")),
-        San::Ip(ip) => Some(ip.to_string()),
+    cert.sans.first().map(|s| match s {
+        San::Dns(name) => name.clone(),
+        San::Ip(ip) if ip.is_ipv6() => format!("[{ip}]"),
+        San::Ip(ip) => ip.to_string(),
     })
 }
 
