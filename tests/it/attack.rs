@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use crate::harness::{Member, TestPki, tool};
+use crate::harness::{Member, TestPki, run_ok, tool};
 
 /// A certificate signed by the PKI's CA with `tweak` applied; returns (cert, key) paths.
 fn mint(
@@ -42,12 +42,23 @@ fn mint(
     )
 }
 
+/// etcdctl with this certificate (none when `cert` is empty); `@peer` as the first argument
+/// aims at the peer port instead of the client port.
 fn etcdctl(member: &Member, cert: &str, key: &str, args: &[&str]) -> std::process::Output {
+    let (endpoint, args) = match args.split_first() {
+        Some((&"@peer", rest)) => (&member.peer_url, rest),
+        _ => (&member.client_url, args),
+    };
+    let identity: Vec<&str> = if cert.is_empty() {
+        vec![]
+    } else {
+        vec!["--cert", cert, "--key", key]
+    };
     Command::new(tool("etcdctl").expect("etcdctl"))
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &member.client_url, "--cacert"])
+        .args(["--endpoints", endpoint, "--cacert"])
         .arg(member_ca(member))
-        .args(["--cert", cert, "--key", key])
+        .args(identity)
         .args(["--dial-timeout", "2s", "--command-timeout", "3s"])
         .args(args)
         .output()
@@ -135,7 +146,9 @@ fn every_attack_on_the_client_port_is_refused() {
         eprintln!("skipped: etcdctl is not installed");
         return;
     }
-    let pki = TestPki::init(&["--client", "root", "--client", "app"]);
+    let pki = TestPki::init(&["--client", "root", "--client", "app", "--client", "mallory"]);
+    run_ok(&["pki", "revoke", "mallory", "--dir", pki.dir_arg()]);
+    let other = TestPki::init(&[]);
     let member = Member::start_with(
         &pki,
         "rampart-0",
@@ -188,6 +201,23 @@ fn every_attack_on_the_client_port_is_refused() {
             "spiffe://rampart/user/mallory".try_into().unwrap(),
         )];
     });
+    let expired = mint(&pki, "expired", |p| {
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(30);
+        p.not_after = now - time::Duration::days(1);
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://rampart/user/root".try_into().unwrap(),
+        )];
+    });
+    let no_cert = (String::new(), String::new());
+    let other_ca = (
+        other.path("clients/root.crt"),
+        other.path("clients/root.key"),
+    );
+    let revoked = (
+        pki.path("clients/mallory.crt"),
+        pki.path("clients/mallory.key"),
+    );
     // A member certificate is no user.
     let member_cert = (
         pki.path("members/rampart-1.crt"),
@@ -198,6 +228,36 @@ fn every_attack_on_the_client_port_is_refused() {
     let snapshot_path = pki.tmp.path().join("app.db").to_string_lossy().into_owned();
     // (attack, cert, key, command, what stderr or the member's log must show)
     let rows: Vec<Row> = vec![
+        (
+            "no client certificate",
+            &no_cert,
+            vec!["get", "k"],
+            "log:presented no certificate",
+        ),
+        (
+            "certificate of another CA",
+            &other_ca,
+            vec!["get", "k"],
+            "log:not signed by this cluster's CA",
+        ),
+        (
+            "expired certificate",
+            &expired,
+            vec!["get", "k"],
+            "log:expired on",
+        ),
+        (
+            "revoked certificate",
+            &revoked,
+            vec!["get", "k"],
+            "log:revoked",
+        ),
+        (
+            "client certificate on the peer port",
+            &root,
+            vec!["@peer", "get", "k"],
+            "log:not a member",
+        ),
         (
             "certificate not valid yet",
             &not_yet,
