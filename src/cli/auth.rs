@@ -200,6 +200,15 @@ fn refuse_table(format: OutputFormat) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The response as JSON (header and `fields`) or as etcdctl's text.
+fn reply(json: bool, header: Option<&pb::ResponseHeader>, fields: Value, text: String) -> String {
+    if json {
+        json_text(header, fields)
+    } else {
+        text
+    }
+}
+
 /// The JSON etcdctl prints for a response: the header and the given fields.
 fn json_text(header: Option<&pb::ResponseHeader>, fields: Value) -> String {
     let mut m = serde_json::Map::new();
@@ -240,11 +249,12 @@ pub fn run_user(args: UserArgs, format: OutputFormat) -> Result<(), CliError> {
                     }),
                 )
                 .await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    format!("User {name} created")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    format!("User {name} created"),
+                )
             }
             UserCommand::Get { name, detail } => {
                 let r = with_timeout(
@@ -272,11 +282,12 @@ pub fn run_user(args: UserArgs, format: OutputFormat) -> Result<(), CliError> {
             }
             UserCommand::List => {
                 let r = with_timeout(t, auth.user_list(pb::AuthUserListRequest {})).await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({"users": r.users}))
-                } else {
-                    r.users.join("\n")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({"users": r.users}),
+                    r.users.join("\n"),
+                )
             }
             UserCommand::Delete { name } => {
                 let r = with_timeout(
@@ -284,11 +295,12 @@ pub fn run_user(args: UserArgs, format: OutputFormat) -> Result<(), CliError> {
                     auth.user_delete(pb::AuthUserDeleteRequest { name: name.clone() }),
                 )
                 .await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    format!("User {name} deleted")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    format!("User {name} deleted"),
+                )
             }
             UserCommand::GrantRole { user, role } => {
                 let req = pb::AuthUserGrantRoleRequest {
@@ -296,11 +308,12 @@ pub fn run_user(args: UserArgs, format: OutputFormat) -> Result<(), CliError> {
                     role: role.clone(),
                 };
                 let r = with_timeout(t, auth.user_grant_role(req)).await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    format!("Role {role} is granted to user {user}")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    format!("Role {role} is granted to user {user}"),
+                )
             }
             UserCommand::RevokeRole { user, role } => {
                 let req = pb::AuthUserRevokeRoleRequest {
@@ -308,11 +321,12 @@ pub fn run_user(args: UserArgs, format: OutputFormat) -> Result<(), CliError> {
                     role: role.clone(),
                 };
                 let r = with_timeout(t, auth.user_revoke_role(req)).await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    format!("Role {role} is revoked from user {user}")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    format!("Role {role} is revoked from user {user}"),
+                )
             }
         };
         emit_line(&text)?;
@@ -389,11 +403,12 @@ pub fn run_role(args: RoleArgs, format: OutputFormat) -> Result<(), CliError> {
                     auth.role_add(pb::AuthRoleAddRequest { name: name.clone() }),
                 )
                 .await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    format!("Role {name} created")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    format!("Role {name} created"),
+                )
             }
             RoleCommand::Get { name } => {
                 let r = with_timeout(
@@ -410,11 +425,12 @@ pub fn run_role(args: RoleArgs, format: OutputFormat) -> Result<(), CliError> {
             }
             RoleCommand::List => {
                 let r = with_timeout(t, auth.role_list(pb::AuthRoleListRequest {})).await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({"roles": r.roles}))
-                } else {
-                    r.roles.join("\n")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({"roles": r.roles}),
+                    r.roles.join("\n"),
+                )
             }
             RoleCommand::Delete { name } => {
                 let r = with_timeout(
@@ -422,11 +438,12 @@ pub fn run_role(args: RoleArgs, format: OutputFormat) -> Result<(), CliError> {
                     auth.role_delete(pb::AuthRoleDeleteRequest { role: name.clone() }),
                 )
                 .await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    format!("Role {name} deleted")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    format!("Role {name} deleted"),
+                )
             }
             RoleCommand::GrantPermission { name, perm, range } => {
                 let (key, range_end) = range.bounds();
@@ -444,11 +461,12 @@ pub fn run_role(args: RoleArgs, format: OutputFormat) -> Result<(), CliError> {
                     }),
                 };
                 let r = with_timeout(t, auth.role_grant_permission(req)).await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    format!("Role {name} updated")
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    format!("Role {name} updated"),
+                )
             }
             RoleCommand::RevokePermission { name, range } => {
                 let (key, range_end) = range.bounds();
@@ -513,19 +531,21 @@ pub fn run_auth(args: AuthArgs, format: OutputFormat) -> Result<(), CliError> {
                     Ok(Ok(r)) => r.into_inner(),
                     Err(_) => return Err(anyhow!("context deadline exceeded").into()),
                 };
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    "Authentication Enabled".to_owned()
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    "Authentication Enabled".to_owned(),
+                )
             }
             AuthCommand::Disable => {
                 let r = with_timeout(t, auth.auth_disable(pb::AuthDisableRequest {})).await?;
-                if json {
-                    json_text(r.header.as_ref(), json!({}))
-                } else {
-                    "Authentication Disabled".to_owned()
-                }
+                reply(
+                    json,
+                    r.header.as_ref(),
+                    json!({}),
+                    "Authentication Disabled".to_owned(),
+                )
             }
             AuthCommand::Status => {
                 let r = with_timeout(t, auth.auth_status(pb::AuthStatusRequest {})).await?;

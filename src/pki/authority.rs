@@ -203,7 +203,8 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, PkiError> {
 }
 
 fn build_into(staging: &Path, opts: &InitOptions) -> Result<Vec<CertInfo>, PkiError> {
-    let profiles = profile::profiles()?;
+    // Broken profiles fail before anything is written.
+    profile::profiles()?;
     files::create_private_dir(staging)?;
     let layout = PkiLayout::new(staging);
     for kind in [Kind::Member, Kind::Client] {
@@ -211,37 +212,17 @@ fn build_into(staging: &Path, opts: &InitOptions) -> Result<Vec<CertInfo>, PkiEr
     }
     files::create_private_dir(&layout.issued_dir())?;
 
-    let ca_key = generate_key(profiles.ca.algorithm)?;
-    let ca_params = ca_params(&opts.cluster, opts.ca_validity_days)?;
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .map_err(PkiError::generate("self-sign the CA certificate"))?;
+    let ca = new_ca(&opts.cluster, opts.ca_validity_days, None)?;
     files::write_new(
         &layout.ca_key(),
-        ca_key.serialize_pem().as_bytes(),
+        ca.issuer.key().serialize_pem().as_bytes(),
         PRIVATE_FILE_MODE,
     )?;
-    files::write_new(
-        &layout.ca_cert(),
-        ca_cert.pem().as_bytes(),
-        PUBLIC_FILE_MODE,
-    )?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let crl_pem = crl::sign(
-        &CrlState {
-            number: 1,
-            revoked: vec![],
-        },
-        &issuer,
-        profiles.crl.validity_days,
-    )?;
+    files::write_new(&layout.ca_cert(), ca.cert_pem.as_bytes(), PUBLIC_FILE_MODE)?;
+    let (issuer, crl_pem, ca_der) = (ca.issuer, ca.crl_pem, ca.cert_der);
     files::write_new(&layout.crl(), crl_pem.as_bytes(), PUBLIC_FILE_MODE)?;
 
-    let mut certificates = vec![CertInfo::from_der(
-        ca_cert.der().clone(),
-        &layout.ca_cert(),
-    )?];
+    let mut certificates = vec![CertInfo::from_der(ca_der, &layout.ca_cert())?];
     let specs = opts
         .members
         .iter()
@@ -379,10 +360,54 @@ fn issue_leaf(
     })
 }
 
-pub(super) fn ca_params(
+/// A new self-signed CA with its first (empty) CRL.
+pub(super) struct NewCa {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The certificate, DER.
+    pub cert_der: rustls_pki_types::CertificateDer<'static>,
+    /// The CA as an issuer (it holds the private key).
+    pub issuer: Issuer<'static, KeyPair>,
+    /// Its CRL number 1, listing nothing, PEM.
+    pub crl_pem: String,
+}
+
+/// Creates a CA for `cluster`. A `generation` (a rotation's new CA) goes into the subject, so
+/// that two CAs trusted side by side have different names.
+pub(super) fn new_ca(
     cluster: &str,
     validity_days: Option<u32>,
-) -> Result<CertificateParams, PkiError> {
+    generation: Option<i64>,
+) -> Result<NewCa, PkiError> {
+    let profiles = profile::profiles()?;
+    let key = generate_key(profiles.ca.algorithm)?;
+    let mut params = ca_params(cluster, validity_days)?;
+    if let Some(g) = generation {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, format!("generation {g}"));
+    }
+    let cert = params
+        .self_signed(&key)
+        .map_err(PkiError::generate("self-sign the CA certificate"))?;
+    let issuer = Issuer::new(params, key);
+    let crl_pem = crl::sign(
+        &CrlState {
+            number: 1,
+            revoked: vec![],
+        },
+        &issuer,
+        profiles.crl.validity_days,
+    )?;
+    Ok(NewCa {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().clone(),
+        issuer,
+        crl_pem,
+    })
+}
+
+fn ca_params(cluster: &str, validity_days: Option<u32>) -> Result<CertificateParams, PkiError> {
     let p = &profile::profiles()?.ca;
     let days = validity_days.unwrap_or(p.validity_days);
     if days == 0 {
@@ -420,7 +445,7 @@ fn base_params(common_name: &str, days: u32) -> CertificateParams {
     params
 }
 
-pub(super) fn generate_key(algorithm: Algorithm) -> Result<KeyPair, PkiError> {
+fn generate_key(algorithm: Algorithm) -> Result<KeyPair, PkiError> {
     KeyPair::generate_for(algorithm.rcgen()).map_err(PkiError::generate("generate a key pair"))
 }
 

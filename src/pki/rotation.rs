@@ -15,15 +15,14 @@
 
 use std::path::Path;
 
-use rcgen::{DnType, Issuer, KeyPair};
+use rcgen::KeyPair;
 
 use super::PkiError;
-use super::authority::{Authority, ca_params, generate_key};
+use super::authority::{Authority, new_ca};
 use super::certinfo::{CertInfo, parse_cert_pem};
-use super::crl::{self, CrlState, pem_blocks};
+use super::crl::pem_blocks;
 use super::files::{self, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
 use super::layout::PkiLayout;
-use super::profile;
 
 /// The staged key of the next CA, between [`start`] and [`reissue`].
 pub const NEXT_CA_KEY: &str = "ca-next.key";
@@ -91,41 +90,22 @@ pub fn start(dir: &Path, ca_validity_days: Option<u32>) -> Result<CertInfo, PkiE
     }
     let authority = Authority::open(dir)?;
     let layout = authority.layout().clone();
-    let profiles = profile::profiles()?;
-
-    let key = generate_key(profiles.ca.algorithm)?;
-    let mut params = ca_params(authority.cluster(), ca_validity_days)?;
     // A subject of its own: certificates and CRLs are matched to their CA by issuer name, and
     // two CAs with one name would be confused while both are trusted.
     let generation = time::OffsetDateTime::now_utc().unix_timestamp();
-    params.distinguished_name.push(
-        DnType::OrganizationalUnitName,
-        format!("generation {generation}"),
-    );
-    let cert = params
-        .self_signed(&key)
-        .map_err(PkiError::generate("self-sign the new CA certificate"))?;
-    let issuer = Issuer::new(params, key);
-    let crl_pem = crl::sign(
-        &CrlState {
-            number: 1,
-            revoked: vec![],
-        },
-        &issuer,
-        profiles.crl.validity_days,
-    )?;
-    let key = issuer.key().serialize_pem();
+    let ca = new_ca(authority.cluster(), ca_validity_days, Some(generation))?;
+    let key = ca.issuer.key().serialize_pem();
 
     // The key first (nothing refers to it yet), then the bundle, then the CRLs: every moment
     // in between is a valid state for a member that reloads.
     files::write_new(&dir.join(NEXT_CA_KEY), key.as_bytes(), PRIVATE_FILE_MODE)?;
     let mut bundle: String = ca_blocks(&layout)?.concat();
-    bundle.push_str(&cert.pem());
+    bundle.push_str(&ca.cert_pem);
     files::write_atomic(&layout.ca_cert(), bundle.as_bytes(), PUBLIC_FILE_MODE)?;
     let mut crls: String = crl_blocks(&layout)?.concat();
-    crls.push_str(&crl_pem);
+    crls.push_str(&ca.crl_pem);
     files::write_atomic(&layout.crl(), crls.as_bytes(), PUBLIC_FILE_MODE)?;
-    CertInfo::from_der(cert.der().clone(), &layout.ca_cert())
+    CertInfo::from_der(ca.cert_der, &layout.ca_cert())
 }
 
 /// Step 2: the new CA issues from now on, and every member and client certificate is

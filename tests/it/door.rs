@@ -5,37 +5,19 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Member, TestPki, run_ok, tool};
+use crate::harness::{Member, TestPki, mint, run_ok, tool};
 
-/// Writes an expired client certificate signed by the PKI's CA; returns (cert, key) paths.
+/// An expired client certificate signed by the PKI's CA; returns (cert, key) paths.
 fn expired_client(pki: &TestPki) -> (String, String) {
-    let ca_pem = std::fs::read_to_string(pki.dir.join("ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir.join("ca.key")).unwrap())
-            .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "old");
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(30);
-    params.not_after = now - time::Duration::days(1);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        "spiffe://rampart/user/old".try_into().unwrap(),
-    )];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let cert_path = pki.tmp.path().join("old.crt");
-    let key_path = pki.tmp.path().join("old.key");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (
-        cert_path.to_string_lossy().into_owned(),
-        key_path.to_string_lossy().into_owned(),
-    )
+    mint(pki, "old", |p| {
+        let now = time::OffsetDateTime::now_utc();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "old");
+        p.not_before = now - time::Duration::days(30);
+        p.not_after = now - time::Duration::days(1);
+        p.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://rampart/user/old".try_into().unwrap(),
+        )];
+    })
 }
 
 #[test]

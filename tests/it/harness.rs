@@ -653,3 +653,35 @@ impl Drop for Streamed {
         let _ = self.child.wait();
     }
 }
+
+/// A certificate signed by the PKI's CA with `tweak` applied; returns (cert, key) paths.
+pub fn mint(
+    pki: &TestPki,
+    file: &str,
+    tweak: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (String, String) {
+    let ca_pem = std::fs::read_to_string(pki.dir.join("ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir.join("ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(30);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    tweak(&mut params);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let cert_path = pki.tmp.path().join(format!("{file}.crt"));
+    let key_path = pki.tmp.path().join(format!("{file}.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+    )
+}
