@@ -511,10 +511,7 @@ pub async fn serve(
         let lease = pb::lease_server::LeaseServer::new(LeaseService::new(core.clone()));
         // Dead or silent clients are dropped by HTTP/2 pings; one connection cannot open
         // unbounded concurrent requests.
-        let router = Server::builder()
-            .max_concurrent_streams(Some(config.max_concurrent_streams))
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        let routes = tonic::service::Routes::default()
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 kv,
                 require_identity,
@@ -549,6 +546,18 @@ pub async fn serve(
                 )),
                 require_identity,
             ));
+        // etcd's /health, /livez, /readyz and /version beside gRPC (HTTP/1.1 or HTTP/2).
+        let routes = tonic::service::Routes::from(
+            routes
+                .into_axum_router()
+                .merge(crate::api::health::routes(core.clone())),
+        );
+        let router = Server::builder()
+            .accept_http1(true)
+            .max_concurrent_streams(Some(config.max_concurrent_streams))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .add_routes(routes);
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
             incoming,

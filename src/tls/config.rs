@@ -49,6 +49,12 @@ pub enum ClientPolicy {
     },
 }
 
+/// Which port a server config is for.
+enum PolicyKind {
+    AnyClient,
+    Members,
+}
+
 /// The check a server makes of client certificates with this material: chains to one of its
 /// CAs, within its validity, clientAuth, not revoked by its CRLs. Also used to re-check the
 /// certificates of open connections after a reload.
@@ -77,6 +83,10 @@ pub fn server_config(
     }
     let provider = crypto_provider();
     let webpki = client_verifier(material)?;
+    let policy_kind = match &policy {
+        ClientPolicy::AnyClient => PolicyKind::AnyClient,
+        ClientPolicy::MembersOf { .. } => PolicyKind::Members,
+    };
     let verifier: Arc<dyn ClientCertVerifier> = match policy {
         ClientPolicy::AnyClient => webpki,
         ClientPolicy::MembersOf { cluster } => {
@@ -95,6 +105,10 @@ pub fn server_config(
             material.certified_key().clone(),
         )));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    if matches!(policy_kind, PolicyKind::AnyClient) {
+        // The client port also serves etcd's HTTP endpoints (/health ...) to HTTP/1.1 clients.
+        config.alpn_protocols.push(b"http/1.1".to_vec());
+    }
     // A resumed session skips certificate verification: a revoked or expired client could
     // keep reconnecting on an old ticket. gRPC connections are long-lived; full handshakes
     // cost little.

@@ -236,3 +236,47 @@ fn ready_is_sent_only_once_the_client_port_serves_and_stopping_on_shutdown() {
     }
     assert!(stopping, "no STOPPING=1");
 }
+
+#[test]
+fn health_endpoints_answer_over_mutual_tls_only() {
+    let Some(curl) = tool("curl") else {
+        eprintln!("skipped: curl is not installed");
+        return;
+    };
+    let pki = TestPki::init(&[]);
+    let member = Member::start(&pki, "rampart-0");
+    let get = |path: &str, with_cert: bool, http1: bool| {
+        let mut cmd = std::process::Command::new(&curl);
+        cmd.args(["-s", "-w", "\n%{http_code}", "--max-time", "5", "--cacert"])
+            .arg(pki.path("ca.crt"));
+        if with_cert {
+            cmd.args(["--cert", &pki.path("clients/root.crt")])
+                .args(["--key", &pki.path("clients/root.key")]);
+        }
+        if http1 {
+            cmd.arg("--http1.1");
+        }
+        let out = cmd
+            .arg(format!("{}{path}", member.client_url))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        get("/health", true, false),
+        "{\"health\":\"true\",\"reason\":\"\"}\n200"
+    );
+    assert_eq!(
+        get("/health", true, true),
+        "{\"health\":\"true\",\"reason\":\"\"}\n200"
+    );
+    assert_eq!(get("/livez", true, true), "ok\n\n200");
+    assert_eq!(get("/readyz", true, false), "ok\n\n200");
+    assert!(get("/version", true, false).starts_with("{\"etcdserver\":\"3.5.0\""));
+    // No certificate, no answer.
+    assert!(!get("/health", false, true).contains("health"));
+    assert!(
+        member.rampart(&["kv", "put", "k", "v"]).status.success(),
+        "gRPC still served"
+    );
+}
