@@ -598,6 +598,7 @@ pub async fn serve(
     // connections a moment to finish their requests: peers keep their connections open
     // forever, so a graceful close alone would never complete.
     super::notify::stopping();
+    hand_over_leadership(&core).await;
     let _ = stop_tx.send(true);
     if let Some(w) = watchdog {
         w.abort();
@@ -612,6 +613,36 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// How long a stopping leader waits for another member to take over.
+const HANDOVER_WAIT: Duration = Duration::from_secs(3);
+
+/// A stopping leader hands leadership to the voter whose log is most up to date (as etcd
+/// does on SIGTERM), so the cluster does not wait an election timeout to elect another.
+async fn hand_over_leadership(core: &Core) {
+    let node = &core.node;
+    if node.status().leader != Some(node.id()) {
+        return;
+    }
+    let voters: Vec<u64> = node
+        .members()
+        .into_iter()
+        .filter(|m| !m.is_learner && m.id != node.id())
+        .map(|m| m.id)
+        .collect();
+    let matched = node.replication().unwrap_or_default();
+    let Some(to) = voters
+        .into_iter()
+        .max_by_key(|id| matched.get(id).copied().unwrap_or(0))
+    else {
+        return;
+    };
+    match tokio::time::timeout(HANDOVER_WAIT, node.transfer_leader(to)).await {
+        Ok(Ok(())) => info!(to = %format!("{to:x}"), "handed leadership over before stopping"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not hand leadership over before stopping"),
+        Err(_) => tracing::warn!("leadership was not taken over in time; stopping anyway"),
+    }
 }
 
 /// Open connections on the peer port at most.

@@ -435,6 +435,17 @@ fn move_leader_hands_leadership_to_the_named_member() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(c.leader(), leader);
     assert!(put(&c.members[target], "after-move", "1"));
+
+    // A leader stopped with SIGTERM hands leadership over first.
+    c.members[leader].stop();
+    let log = std::fs::read_to_string(c.members[leader].log_path()).unwrap_or_default();
+    assert!(
+        log.contains("handed leadership over before stopping"),
+        "{log}"
+    );
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    assert!(others.contains(&c.leader()));
+    assert!(put(&c.members[others[0]], "after-stop", "1"));
 }
 
 #[test]
