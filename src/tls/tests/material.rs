@@ -128,14 +128,21 @@ fn a_server_without_a_crl_is_refused() {
 fn configs_are_tls13_only_with_alpn_h2_and_no_resumption() {
     let pki = TestPki::new("prod");
     let material = pki.material(Kind::Member, "rampart-0");
-    for policy in [
-        ClientPolicy::AnyClient,
-        ClientPolicy::MembersOf {
-            cluster: "prod".into(),
-        },
+    // The client port also speaks HTTP/1.1 (etcd's /health ...); the peer port only gRPC.
+    for (policy, alpn) in [
+        (
+            ClientPolicy::AnyClient,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        ),
+        (
+            ClientPolicy::MembersOf {
+                cluster: "prod".into(),
+            },
+            vec![b"h2".to_vec()],
+        ),
     ] {
         let server = server_config(&material, policy).unwrap();
-        assert_eq!(server.alpn_protocols, vec![b"h2".to_vec()]);
+        assert_eq!(server.alpn_protocols, alpn);
         assert_eq!(server.send_tls13_tickets, 0);
     }
     let client = client_config(&material).unwrap();
