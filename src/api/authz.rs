@@ -62,8 +62,8 @@ impl Checked {
     }
 
     /// The state the check used.
-    pub fn view(&self) -> &AuthView {
-        &self.view
+    pub fn into_view(self) -> Arc<AuthView> {
+        self.view
     }
 }
 

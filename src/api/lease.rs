@@ -88,10 +88,16 @@ impl pb::lease_server::Lease for LeaseService {
         core.refuse_on_learner()?;
         let who = Requester::of(&request);
         let id = request.into_inner().id;
-        // Revoking deletes the lease's keys: the caller must be allowed to delete each of them.
-        let keys = core.node.store().keys_with_lease(id);
+        // Revoking deletes the lease's keys: the caller must be allowed to delete each of them
+        // (looked up only when auth is on).
         let checked = core.authorize(&who, |v, u| {
-            keys.iter()
+            if !v.enabled() {
+                return Ok(());
+            }
+            core.node
+                .store()
+                .keys_with_lease(id)
+                .iter()
                 .try_for_each(|k| v.range(u, Access::Write, k, &[]))
         })?;
         let cmd = checked.guard(StateCommand::LeaseRevoke { id });

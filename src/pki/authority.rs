@@ -739,7 +739,7 @@ pub fn current_certificates(layout: &PkiLayout) -> Result<Vec<CertInfo>, PkiErro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pki::files::failpoint;
     use std::collections::BTreeMap;
@@ -755,6 +755,14 @@ mod tests {
             ca_validity_days: None,
             force: false,
         }
+    }
+
+    /// A new PKI (members rampart-0..2, clients root and alice) in a temporary directory.
+    pub(crate) fn fresh_dir() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        init(&options(&dir)).unwrap();
+        (tmp, dir)
     }
 
     /// A new PKI in a temporary directory, opened.

@@ -20,7 +20,7 @@ use rcgen::KeyPair;
 use super::PkiError;
 use super::authority::{Authority, new_ca};
 use super::certinfo::{CertInfo, parse_cert_pem};
-use super::crl::pem_blocks;
+use super::crl::{self, pem_blocks};
 use super::files::{self, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
 use super::layout::PkiLayout;
 
@@ -50,13 +50,31 @@ fn crl_blocks(layout: &PkiLayout) -> Result<Vec<String>, PkiError> {
     Ok(pem_blocks(&text, "X509 CRL"))
 }
 
+/// Whether the PEM CRL `pem` is signed by the CA `ca`.
+fn crl_signed_by(pem: &str, ca: &rustls_pki_types::CertificateDer<'_>) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    let Ok(der) = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
+    else {
+        return false;
+    };
+    let (Ok((_, crl)), Ok((_, ca))) = (
+        x509_parser::parse_x509_crl(der.as_ref()),
+        x509_parser::parse_x509_certificate(ca.as_ref()),
+    ) else {
+        return false;
+    };
+    crl.verify_signature(ca.public_key()).is_ok()
+}
+
 /// The rotation phase of the PKI in `dir`.
 pub fn phase(dir: &Path) -> Result<Phase, PkiError> {
     let layout = PkiLayout::new(dir);
     let cas = ca_blocks(&layout)?.len();
     let staged = dir.join(NEXT_CA_KEY).exists();
     match (cas, staged) {
-        (1, false) => Ok(Phase::Idle),
+        // A key staged by a `start` that stopped before publishing the bundle: nothing uses it
+        // yet, and `start` replaces it.
+        (1, _) => Ok(Phase::Idle),
         (2, true) => Ok(Phase::Started),
         (2, false) => Ok(Phase::Reissued),
         _ => Err(PkiError::malformed(
@@ -97,8 +115,9 @@ pub fn start(dir: &Path, ca_validity_days: Option<u32>) -> Result<CertInfo, PkiE
     let key = ca.issuer.key().serialize_pem();
 
     // The key first (nothing refers to it yet), then the bundle, then the CRLs: every moment
-    // in between is a valid state for a member that reloads.
-    files::write_new(&dir.join(NEXT_CA_KEY), key.as_bytes(), PRIVATE_FILE_MODE)?;
+    // in between is a valid state for a member that reloads, and `reissue` completes a start
+    // that stopped before writing the CRLs.
+    files::write_atomic(&dir.join(NEXT_CA_KEY), key.as_bytes(), PRIVATE_FILE_MODE)?;
     let mut bundle: String = ca_blocks(&layout)?.concat();
     bundle.push_str(&ca.cert_pem);
     files::write_atomic(&layout.ca_cert(), bundle.as_bytes(), PUBLIC_FILE_MODE)?;
@@ -118,25 +137,61 @@ pub fn reissue(dir: &Path) -> Result<Vec<CertInfo>, PkiError> {
         let next_key_pem = files::read_private_key(&next_key_path)?;
         let next_key = KeyPair::from_pem(&String::from_utf8_lossy(&next_key_pem))
             .map_err(|e| PkiError::malformed(&next_key_path, format!("unusable key ({e})")))?;
+        // Which CA the staged key belongs to: the second one, or the first when an earlier
+        // `reissue` stopped after reordering ca.crt (so the step can be repeated).
         let cas = ca_blocks(&layout)?;
-        let new_ca = parse_cert_pem(cas[1].as_bytes(), &layout.ca_cert())?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(new_ca.as_ref())
-            .map_err(|e| PkiError::malformed(layout.ca_cert(), e.to_string()))?;
-        if parsed.public_key().subject_public_key.data.as_ref() != next_key.public_key_raw() {
+        let ders = cas
+            .iter()
+            .map(|pem| parse_cert_pem(pem.as_bytes(), &layout.ca_cert()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let owns = |der: &rustls_pki_types::CertificateDer<'_>| {
+            x509_parser::parse_x509_certificate(der.as_ref()).is_ok_and(|(_, c)| {
+                c.public_key().subject_public_key.data.as_ref() == next_key.public_key_raw()
+            })
+        };
+        let Some(new) = ders.iter().position(owns) else {
             return Err(PkiError::malformed(
                 &next_key_path,
-                "does not belong to the second CA of ca.crt; restore both from your backup",
+                "belongs to neither CA of ca.crt; restore ca.crt, ca.key and ca-next.key from your backup",
             ));
-        }
-        // New CA first in both files, then its key becomes ca.key; the old key is destroyed.
+        };
+        let old = 1 - new;
+        // One CRL per CA, in the CAs' order; the new CA's is signed now if a `start` stopped
+        // before writing it.
         let crls = crl_blocks(&layout)?;
+        let crl_of = |ca: usize| crls.iter().find(|c| crl_signed_by(c, &ders[ca])).cloned();
+        let new_crl = match crl_of(new) {
+            Some(c) => c,
+            None => {
+                let issuer = rcgen::Issuer::from_ca_cert_der(&ders[new], next_key)
+                    .map_err(PkiError::generate("load the new CA as issuer"))?;
+                crl::sign(
+                    &crl::CrlState {
+                        number: 1,
+                        revoked: vec![],
+                    },
+                    &issuer,
+                    super::profiles()?.crl.validity_days,
+                )?
+            }
+        };
+        let old_crl = crl_of(old).ok_or_else(|| {
+            PkiError::malformed(
+                layout.crl(),
+                "holds no CRL of the current CA; restore crl.pem from your backup",
+            )
+        })?;
+        // New CA first in both files, then its key becomes ca.key; the old key is destroyed.
         files::write_atomic(
             &layout.ca_cert(),
-            format!("{}{}", cas[1], cas[0]).as_bytes(),
+            format!("{}{}", cas[new], cas[old]).as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
-        let reordered: String = crls.iter().rev().cloned().collect();
-        files::write_atomic(&layout.crl(), reordered.as_bytes(), PUBLIC_FILE_MODE)?;
+        files::write_atomic(
+            &layout.crl(),
+            format!("{new_crl}{old_crl}").as_bytes(),
+            PUBLIC_FILE_MODE,
+        )?;
         files::write_atomic(&layout.ca_key(), &next_key_pem, PRIVATE_FILE_MODE)?;
         std::fs::remove_file(&next_key_path)
             .map_err(|e| PkiError::io("removing", &next_key_path, e))?;
@@ -208,23 +263,11 @@ pub fn finish(dir: &Path) -> Result<CertInfo, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{InitOptions, Kind, init, local_members};
+    use crate::pki::Kind;
     use crate::tls::{Material, TlsFiles};
 
     fn fresh() -> (tempfile::TempDir, std::path::PathBuf) {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("pki");
-        init(&InitOptions {
-            dir: dir.clone(),
-            cluster: "prod".into(),
-            members: local_members().unwrap(),
-            clients: vec!["root".into(), "alice".into()],
-            validity_days: None,
-            ca_validity_days: None,
-            force: false,
-        })
-        .unwrap();
-        (tmp, dir)
+        crate::pki::authority::tests::fresh_dir()
     }
 
     /// What a member of `dir` would load for `name`: must succeed at every step.
@@ -296,5 +339,46 @@ mod tests {
         );
         let m = member_material(&dir, "rampart-0");
         assert_eq!(m.roots().len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+    use crate::pki::Kind;
+    use crate::tls::{Material, TlsFiles};
+
+    fn member_loads(dir: &Path) {
+        Material::load(&TlsFiles::from_pki(
+            &PkiLayout::new(dir),
+            Kind::Member,
+            "rampart-0",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn each_step_can_be_repeated_after_stopping_half_way() {
+        let (_tmp, dir) = crate::pki::authority::tests::fresh_dir();
+        let layout = PkiLayout::new(&dir);
+        let original_crl = std::fs::read(layout.crl()).unwrap();
+
+        // `start` stopped after staging its key: still idle, and `start` runs again.
+        std::fs::write(dir.join(NEXT_CA_KEY), b"half").unwrap();
+        assert_eq!(phase(&dir).unwrap(), Phase::Idle);
+        start(&dir, None).unwrap();
+
+        // `start` stopped before writing the CRLs: `reissue` signs the new CA's CRL itself.
+        std::fs::write(layout.crl(), &original_crl).unwrap();
+        // ... and `reissue` stopped right after reordering ca.crt: repeating it completes.
+        let cas = ca_blocks(&layout).unwrap();
+        std::fs::write(layout.ca_cert(), format!("{}{}", cas[1], cas[0])).unwrap();
+        let reissued = reissue(&dir).unwrap();
+        assert_eq!(reissued.len(), 5);
+        assert_eq!(phase(&dir).unwrap(), Phase::Reissued);
+        assert_eq!(crl_blocks(&layout).unwrap().len(), 2);
+        member_loads(&dir);
+        finish(&dir).unwrap();
+        member_loads(&dir);
     }
 }
