@@ -4,11 +4,11 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-# Debian packages a fresh machine may lack: libclang for the rocksdb crate, openssl and
+# Debian packages a fresh machine may lack: libclang for the rocksdb crate, openssl, curl (HTTP endpoints) and
 # etcd (server and etcdctl) for the interoperability tests, protoc for the etcd-client crate the
 # tests use as a second client stack, with the well-known .proto files it imports (rampart
 # itself builds without protoc).
-APT_PACKAGES := clang libclang-dev openssl etcd-client etcd-server protobuf-compiler libprotobuf-dev
+APT_PACKAGES := clang libclang-dev openssl curl etcd-client etcd-server protobuf-compiler libprotobuf-dev
 LOCAL_DIR := .local
 RAMPART := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/rampart
 

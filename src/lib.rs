@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod pki;
 pub mod raft;

@@ -110,6 +110,7 @@ impl pb::kv_server::Kv for KvService {
         // Reads come from the in-memory index and RocksDB's block cache: short enough to run on
         // the runtime thread rather than pay a thread hand-off per request.
         let result = self.core.node.store().range(&domain).map_err(mvcc_status)?;
+        crate::metrics::get().mvcc_range.inc();
         let header = self.core.header(result.revision);
         Ok(Response::new(convert::range_response(result, header)))
     }

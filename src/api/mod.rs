@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod convert;
 pub mod core;
 pub mod election;
+pub mod grpc_metrics;
 pub mod health;
 pub mod kv;
 pub mod lease;

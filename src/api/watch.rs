@@ -148,12 +148,21 @@ struct WatchStream {
     progress_requested: bool,
 }
 
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        let metrics = crate::metrics::get();
+        metrics.watch_streams.dec();
+        metrics.watchers.dec_by(self.watchers.len() as i64);
+    }
+}
+
 impl WatchStream {
     fn new(
         core: Arc<Core>,
         who: Requester,
         out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     ) -> Self {
+        crate::metrics::get().watch_streams.inc();
         WatchStream {
             core,
             who,
@@ -202,6 +211,7 @@ impl WatchStream {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 if self.watchers.remove(&c.watch_id).is_some() {
+                    crate::metrics::get().watchers.dec();
                     let current = self.core.node.store().current_revision();
                     self.send(pb::WatchResponse {
                         header: self.header(current),
@@ -271,6 +281,7 @@ impl WatchStream {
             self.next_auto_id - 1
         };
         let filters = |f: pb::watch_create_request::FilterType| c.filters.contains(&(f as i32));
+        crate::metrics::get().watchers.inc();
         self.watchers.insert(
             id,
             Watcher {
@@ -410,6 +421,7 @@ impl WatchStream {
             .collect();
         for id in lost {
             self.watchers.remove(&id);
+            crate::metrics::get().watchers.dec();
             self.send(pb::WatchResponse {
                 header: self.header(current),
                 watch_id: id,

@@ -210,6 +210,16 @@ impl Lessor {
         Ok(true)
     }
 
+    /// How many leases are live.
+    pub fn len(&self) -> usize {
+        self.lock().leases.len()
+    }
+
+    /// Whether no lease is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Every lease ID, ascending.
     pub fn ids(&self) -> Vec<i64> {
         self.lock().leases.keys().copied().collect()

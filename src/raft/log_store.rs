@@ -549,7 +549,12 @@ fn run_writer(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>) {
                 .write_opt(batch, &unsynced)
                 .and_then(|()| {
                     if needs_sync {
-                        shared.db.flush_wal(true)
+                        let started = std::time::Instant::now();
+                        let synced = shared.db.flush_wal(true);
+                        crate::metrics::get()
+                            .wal_fsync_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        synced
                     } else {
                         Ok(())
                     }

@@ -123,6 +123,15 @@ pub struct RaftNode {
     election_timeout: Duration,
 }
 
+/// Counts a proposal in `etcd_server_proposals_pending` while it lives.
+struct PendingProposal;
+
+impl Drop for PendingProposal {
+    fn drop(&mut self) {
+        crate::metrics::get().proposals_pending.dec();
+    }
+}
+
 /// A failed call to the leader as the client sees it.
 fn forward_error(e: &super::network::PeerError) -> RaftNodeError {
     tracing::debug!(error = %e, "a request to the leader failed");
@@ -255,7 +264,16 @@ impl RaftNode {
     /// command to the leader and answers once it has applied the entry itself, so a client
     /// reads its own writes on the member it wrote through.
     pub async fn propose(&self, cmd: &StateCommand) -> Result<StateResult, RaftNodeError> {
-        let result = self.submit(Forwarded::Write(command::encode(cmd))).await?;
+        let metrics = crate::metrics::get();
+        metrics.proposals_pending.inc();
+        // Dropped also when the caller gives up on the proposal (a cancelled request).
+        let _pending = PendingProposal;
+        let result = self
+            .submit(Forwarded::Write(command::encode(cmd)))
+            .await
+            .inspect_err(|_| {
+                metrics.proposals_failed.inc();
+            })?;
         command::decode(&result).ok_or(RaftNodeError::BadResponse)
     }
 
@@ -558,6 +576,25 @@ impl RaftNode {
             .await
             .map_err(|_| RaftNodeError::NoLeader)?;
         metrics.current_leader.ok_or(RaftNodeError::NoLeader)
+    }
+
+    /// Counts leader changes in `etcd_server_leader_changes_seen_total` until the node stops:
+    /// every time a leader becomes known that differs from the last one known (as etcd counts).
+    pub fn count_leader_changes(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut watched = self.raft.metrics();
+        async move {
+            let mut last = None;
+            loop {
+                let leader = watched.borrow_watched().current_leader;
+                if leader.is_some() && leader != last {
+                    crate::metrics::get().leader_changes.inc();
+                    last = leader;
+                }
+                if watched.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 
     /// This member's raft status.

@@ -362,6 +362,14 @@ fn apply_decoded(
         }
         _ => {}
     }
+    // Counted as etcd counts them: every member, at apply.
+    let metrics = crate::metrics::get();
+    match cmd {
+        StateCommand::Put(_) => metrics.mvcc_put.inc(),
+        StateCommand::DeleteRange(_) => metrics.mvcc_delete.inc(),
+        StateCommand::Txn(_) => metrics.mvcc_txn.inc(),
+        _ => 0,
+    };
     let outcome = match cmd {
         StateCommand::Put(req) => batch.put(req).map(StateResult::Put),
         StateCommand::DeleteRange(req) => batch.delete_range(req).map(StateResult::DeleteRange),
@@ -431,7 +439,11 @@ fn apply_entries(
     let mut opts = WriteOptions::default();
     // See the module docs: the fsynced raft log in the same WAL makes this durable.
     opts.set_sync(false);
+    let started = std::time::Instant::now();
     db.write_opt(wb, &opts).map_err(storage_err)?;
+    crate::metrics::get()
+        .backend_commit_seconds
+        .observe(started.elapsed().as_secs_f64());
     token.publish();
     Ok((results, last))
 }

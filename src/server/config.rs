@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// URLs to serve clients on (https only). Default: https://127.0.0.1:2379
     #[arg(long, env = "RAMPART_LISTEN_CLIENT_URLS")]
     pub listen_client_urls: Option<String>,
+    /// Extra URLs serving only /metrics and the health endpoints (https only, mutual TLS with
+    /// any certificate of the cluster CA), e.g. for a Prometheus on another network.
+    #[arg(long, env = "RAMPART_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
     /// Client URLs to advertise to the cluster. Default: the listen URLs.
     #[arg(long, env = "RAMPART_ADVERTISE_CLIENT_URLS")]
     pub advertise_client_urls: Option<String>,
@@ -167,6 +171,7 @@ impl ServeArgs {
             name,
             data_dir,
             listen_client_urls,
+            listen_metrics_urls,
             advertise_client_urls,
             listen_peer_urls,
             initial_advertise_peer_urls,
@@ -226,6 +231,8 @@ pub struct MemberConfig {
     pub data_dir: PathBuf,
     /// Client listen addresses.
     pub listen_client: Vec<SocketAddr>,
+    /// Metrics and health listen addresses (besides the client port, which serves them too).
+    pub listen_metrics: Vec<SocketAddr>,
     /// Advertised client URLs.
     pub advertise_client_urls: Vec<String>,
     /// Peer listen addresses.
@@ -296,6 +303,10 @@ impl MemberConfig {
             .listen_client_urls
             .unwrap_or_else(|| "https://127.0.0.1:2379".into());
         let listen_client = parse_listen("listen-client-urls", &listen_client_urls)?;
+        let listen_metrics = parse_listen(
+            "listen-metrics-urls",
+            a.listen_metrics_urls.as_deref().unwrap_or(""),
+        )?;
         let advertise_client_urls = parse_urls(
             "advertise-client-urls",
             a.advertise_client_urls
@@ -438,6 +449,7 @@ impl MemberConfig {
             name,
             data_dir,
             listen_client,
+            listen_metrics,
             advertise_client_urls,
             listen_peer,
             advertise_peer_urls,

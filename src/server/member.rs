@@ -215,6 +215,7 @@ async fn listen(
     addr: &std::net::SocketAddr,
     config: &tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     cluster: &str,
+    listener_name: &'static str,
     max_connections: usize,
 ) -> Result<TlsIncoming, ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -227,8 +228,11 @@ async fn listen(
         listener,
         config.clone(),
         cluster.to_owned(),
-        crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
-        max_connections,
+        crate::tls::ListenerLimits {
+            listener: listener_name,
+            handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections,
+        },
     ))
 }
 
@@ -403,6 +407,9 @@ pub async fn serve(
     )
     .await?;
 
+    let leader_changes = tokio::spawn(node.count_leader_changes());
+    super::reload::publish_expiry(&files, &peer_files);
+
     // The peer port comes up before anything waits for a leader: the others need it to elect one.
     let (peer_config_tx, peer_config_rx) = tokio::sync::watch::channel(peer_server_config);
     let mut peer_live = Vec::new();
@@ -410,7 +417,14 @@ pub async fn serve(
     let mut servers = Vec::new();
     for addr in &config.listen_peer {
         // Peers are few and authenticated by the handshake; the bound only stops a flood.
-        let incoming = listen(addr, &peer_config_rx, &cluster, PEER_MAX_CONNECTIONS).await?;
+        let incoming = listen(
+            addr,
+            &peer_config_rx,
+            &cluster,
+            "peer",
+            PEER_MAX_CONNECTIONS,
+        )
+        .await?;
         peer_live.push(incoming.live());
         let router = Server::builder()
             .http2_adaptive_window(Some(true))
@@ -490,12 +504,20 @@ pub async fn serve(
         tokio::spawn(async move { core.node.publish(me).await });
     }
 
+    crate::api::health::describe_member(&core);
     let expiry = spawn_expiry(core.clone());
     let alarm_raiser = spawn_alarm_raiser(core.clone());
     let (config_tx, config_rx) = tokio::sync::watch::channel(server_config);
     let mut client_live = Vec::new();
     for addr in &config.listen_client {
-        let incoming = listen(addr, &config_rx, &cluster, config.max_connections as usize).await?;
+        let incoming = listen(
+            addr,
+            &config_rx,
+            &cluster,
+            "client",
+            config.max_connections as usize,
+        )
+        .await?;
         client_live.push(incoming.live());
         let kv = pb::kv_server::KvServer::new(KvService::new(core.clone()))
             .max_decoding_message_size(decode_limit)
@@ -557,6 +579,7 @@ pub async fn serve(
             .max_concurrent_streams(Some(config.max_concurrent_streams))
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(crate::api::grpc_metrics::GrpcMetricsLayer)
             .add_routes(routes);
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
@@ -566,6 +589,32 @@ pub async fn serve(
             },
         )));
         info!(addr = %addr, "serving client requests over mutual TLS");
+    }
+    for addr in &config.listen_metrics {
+        let incoming = listen(
+            addr,
+            &config_rx,
+            &cluster,
+            "metrics",
+            METRICS_MAX_CONNECTIONS,
+        )
+        .await?;
+        client_live.push(incoming.live());
+        let router = axum::Router::new().merge(crate::api::health::routes(core.clone()));
+        let service = tonic::service::Routes::from(router);
+        let server = Server::builder()
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .add_routes(service);
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(server.serve_with_incoming_shutdown(
+            incoming,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+        info!(addr = %addr, "serving /metrics and health over mutual TLS");
     }
     info!(member = %config.name, "ready to serve client requests");
     super::notify::ready(&format!("serving client requests as {}", config.name));
@@ -605,6 +654,7 @@ pub async fn serve(
     }
     expiry.abort();
     alarm_raiser.abort();
+    leader_changes.abort();
     reloader.abort();
     core.node.shutdown().await;
     for mut s in servers {
@@ -645,6 +695,8 @@ async fn hand_over_leadership(core: &Core) {
     }
 }
 
+/// Open connections on a metrics listener at most: scrapers are few.
+const METRICS_MAX_CONNECTIONS: usize = 64;
 /// Open connections on the peer port at most.
 const PEER_MAX_CONNECTIONS: usize = 1024;
 /// How often an idle client connection is pinged, and how long the answer may take before the

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::member::{ServeError, check_member_cert};
+use crate::pki::CertInfo;
 use crate::raft::PeerContext;
 use crate::tls::{self, ClientPolicy, LiveConnections, Material, TlsFiles};
 
@@ -91,6 +92,65 @@ fn check_own(material: &Material, files: &TlsFiles) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// What the member's certificate files hold and when each expires: (kind, name, not-after).
+/// Unreadable parts are skipped: the gauges describe what could be read.
+fn expiries(client: &TlsFiles, peer: &TlsFiles) -> Vec<(&'static str, String, i64)> {
+    use rustls_pki_types::pem::PemObject;
+    let mut out = Vec::new();
+    let leaf = |kind, path: &std::path::Path, out: &mut Vec<_>| {
+        if let Ok(info) = CertInfo::from_pem_file(path) {
+            out.push((kind, info.common_name, info.not_after));
+        }
+    };
+    leaf("client-server", &client.cert, &mut out);
+    leaf("peer", &peer.cert, &mut out);
+    let mut bundles = vec![&client.ca];
+    if peer.ca != client.ca {
+        bundles.push(&peer.ca);
+    }
+    for bundle in bundles {
+        let Ok(certs) = rustls_pki_types::CertificateDer::pem_file_iter(bundle) else {
+            continue;
+        };
+        for der in certs.flatten() {
+            if let Ok(info) = CertInfo::from_der(der, bundle) {
+                out.push(("ca", info.common_name, info.not_after));
+            }
+        }
+    }
+    let mut crls: Vec<&std::path::PathBuf> = client.crl.iter().collect();
+    if peer.crl != client.crl {
+        crls.extend(peer.crl.iter());
+    }
+    for path in crls {
+        let Ok(list) = rustls_pki_types::CertificateRevocationListDer::pem_file_iter(path) else {
+            continue;
+        };
+        for der in list.flatten() {
+            if let Ok((_, crl)) = x509_parser::parse_x509_crl(der.as_ref())
+                && let Some(next) = crl.next_update()
+            {
+                let issuer = crl
+                    .issuer()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                out.push(("crl", issuer, next.timestamp()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Sets `rampart_certificate_expiry_timestamp_seconds` from the files in use.
+pub fn publish_expiry(client: &TlsFiles, peer: &TlsFiles) {
+    crate::metrics::get().set_certificate_expiry(&expiries(client, peer));
+}
+
 impl Reloader {
     /// Loads and checks a complete new set, then swaps it in; the old set stays on error.
     pub fn reload(&self) -> Result<(usize, usize), ServeError> {
@@ -120,6 +180,7 @@ impl Reloader {
             .iter()
             .map(|l| l.close_refused(|c| refusal(&client_verifier, c)))
             .sum();
+        publish_expiry(&self.client_files, &self.peer_files);
         let closed_peers: usize = self
             .peer_live
             .iter()

@@ -299,17 +299,26 @@ impl TlsIncoming {
         cluster: impl Into<String>,
         handshake_timeout: Duration,
     ) -> TlsIncoming {
-        TlsIncoming::with_limits(listener, config, cluster, handshake_timeout, usize::MAX)
+        TlsIncoming::with_limits(
+            listener,
+            config,
+            cluster,
+            ListenerLimits {
+                listener: "client",
+                handshake_timeout,
+                max_connections: usize::MAX,
+            },
+        )
     }
 
-    /// As [`TlsIncoming::with_handshake_timeout`], with at most `max_connections` open at once:
-    /// a TCP connection beyond that is closed before its handshake (and the refusal logged).
+    /// As [`TlsIncoming::with_handshake_timeout`], with at most `limits.max_connections` open
+    /// at once: a TCP connection beyond that is closed before its handshake (and the refusal
+    /// logged and counted under `limits.listener`).
     pub fn with_limits(
         listener: TcpListener,
         config: watch::Receiver<Arc<ServerConfig>>,
         cluster: impl Into<String>,
-        handshake_timeout: Duration,
-        max_connections: usize,
+        limits: ListenerLimits,
     ) -> TlsIncoming {
         let (ready_tx, ready) = mpsc::channel(READY_QUEUE);
         let live = LiveConnections::default();
@@ -317,10 +326,7 @@ impl TlsIncoming {
             listener,
             config,
             Arc::from(cluster.into()),
-            Limits {
-                handshake_timeout,
-                max_connections,
-            },
+            limits,
             ready_tx,
             live.clone(),
         ));
@@ -353,11 +359,15 @@ impl Drop for TlsIncoming {
     }
 }
 
-/// The limits of one listener.
+/// What one listener admits.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    handshake_timeout: Duration,
-    max_connections: usize,
+pub struct ListenerLimits {
+    /// The listener's name in metrics: `client`, `peer` or `metrics`.
+    pub listener: &'static str,
+    /// A connection without a complete handshake after this long is closed.
+    pub handshake_timeout: Duration,
+    /// Connections open at once (handshakes included); more are closed at once.
+    pub max_connections: usize,
 }
 
 /// Logs refused handshakes, at most [`REFUSALS_PER_SECOND`] a second: a flood of bad clients
@@ -402,7 +412,7 @@ async fn accept_loop(
     listener: TcpListener,
     config: watch::Receiver<Arc<ServerConfig>>,
     cluster: Arc<str>,
-    limits: Limits,
+    limits: ListenerLimits,
     ready: mpsc::Sender<TlsConnection>,
     live: LiveConnections,
 ) {
@@ -417,6 +427,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
                     if live.len() + handshakes.len() >= limits.max_connections {
+                        crate::metrics::get().handshake_refused(limits.listener, "too_many_connections");
                         if refusals.admit() {
                             warn!(remote = %remote, limit = limits.max_connections, "connection refused: the member holds its maximum of connections (--max-connections)");
                         }
@@ -429,6 +440,7 @@ async fn accept_loop(
                         remote,
                         acceptor,
                         HandshakeContext {
+                            listener: limits.listener,
                             timeout: limits.handshake_timeout,
                             cluster: cluster.clone(),
                             ready: ready.clone(),
@@ -458,6 +470,7 @@ fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
 
 /// What a handshake task shares with its listener.
 struct HandshakeContext {
+    listener: &'static str,
     timeout: Duration,
     cluster: Arc<str>,
     ready: mpsc::Sender<TlsConnection>,
@@ -472,6 +485,7 @@ async fn handshake(
     cx: HandshakeContext,
 ) {
     let HandshakeContext {
+        listener,
         timeout: handshake_timeout,
         cluster,
         ready,
@@ -484,12 +498,14 @@ async fn handshake(
     let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
+            crate::metrics::get().handshake_refused(listener, refusal_kind(&e));
             if refusals.admit() {
                 warn!(remote = %remote, reason = %refusal_reason(&e), "TLS handshake refused");
             }
             return;
         }
         Err(_) => {
+            crate::metrics::get().handshake_refused(listener, "timeout");
             if refusals.admit() {
                 warn!(
                     remote = %remote,
@@ -508,6 +524,7 @@ async fn handshake(
         .and_then(|chain| chain.first())
         .map(|cert| cert.clone().into_owned())
     else {
+        crate::metrics::get().handshake_refused(listener, "no_certificate");
         warn!(remote = %remote, reason = "no client certificate", "TLS handshake refused");
         return;
     };
@@ -536,6 +553,42 @@ async fn handshake(
     };
     // Fails only when the server stopped taking connections; the connection is dropped.
     let _ = ready.send(connection).await;
+}
+
+/// The handshake error as a short fixed label, for the refusal counter.
+fn refusal_kind(error: &io::Error) -> &'static str {
+    use rustls::{CertificateError, Error, InvalidMessage, PeerIncompatible};
+    let Some(rustls_error) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+    else {
+        return "io";
+    };
+    match rustls_error {
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => "unknown_ca",
+        Error::InvalidCertificate(CertificateError::Revoked) => "revoked",
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "expired",
+        Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "not_yet_valid",
+        Error::InvalidCertificate(
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. },
+        ) => "wrong_usage",
+        // Our own verifier's refusals: not a member of this cluster, wrong identity.
+        Error::InvalidCertificate(CertificateError::Other(_)) => "identity",
+        Error::InvalidCertificate(_) => "bad_certificate",
+        Error::NoCertificatesPresented => "no_certificate",
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => "not_tls",
+        Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired) => {
+            "old_tls_version"
+        }
+        Error::PeerIncompatible(_) | Error::PeerMisbehaved(_) => "incompatible",
+        _ => "other",
+    }
 }
 
 /// The handshake error in words an operator can act on; rustls's own text follows in

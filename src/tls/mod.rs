@@ -24,7 +24,8 @@ mod error;
 mod material;
 
 pub use acceptor::{
-    DEFAULT_HANDSHAKE_TIMEOUT, LiveConnections, PeerInfo, TlsConnection, TlsIncoming,
+    DEFAULT_HANDSHAKE_TIMEOUT, ListenerLimits, LiveConnections, PeerInfo, TlsConnection,
+    TlsIncoming,
 };
 pub use caller::{Caller, PeerIdentity, caller_from_cert, identity};
 pub use config::{

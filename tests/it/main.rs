@@ -13,6 +13,7 @@ mod interop_openssl;
 mod lease;
 mod lock;
 mod member;
+mod metrics;
 mod peer_door;
 mod pki_cli;
 mod reload;
