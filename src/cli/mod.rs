@@ -14,6 +14,7 @@ mod lease;
 mod member;
 mod output;
 mod pki;
+mod probe;
 mod serve;
 mod txn_parse;
 mod watch;
@@ -90,6 +91,8 @@ enum Command {
     Install(Box<install::InstallArgs>),
     /// Remove the service; configuration and data stay unless --purge.
     Uninstall(install::UninstallArgs),
+    /// Ask a member's /livez, /readyz or /health over mutual TLS (for exec probes).
+    Probe(probe::ProbeArgs),
 }
 
 /// An error with the exit code it should produce.
@@ -168,6 +171,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Auth(args) => auth::run_auth(args, cli.write_out),
         Command::Install(args) => install::run_install(*args),
         Command::Uninstall(args) => install::run_uninstall(args),
+        Command::Probe(args) => probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
