@@ -535,3 +535,25 @@ fn a_member_whose_peers_do_not_resolve_keeps_running() {
     );
     assert!(!joining.is_running() && !forming.is_running());
 }
+
+#[test]
+fn the_committed_example_is_what_the_command_prints() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes/rampart-3.yaml");
+    let committed = std::fs::read_to_string(&path).expect("the example manifests");
+    let printed = run_ok(&[
+        "k8s",
+        "manifests",
+        "--name",
+        "rampart",
+        "--namespace",
+        "default",
+        "--replicas",
+        "3",
+    ]);
+    assert!(
+        committed == printed,
+        "{} is stale: regenerate it with the command on its second line",
+        path.display()
+    );
+    assert!(!committed.contains("PRIVATE KEY"));
+}
