@@ -7,9 +7,13 @@ CARGO ?= cargo
 # Debian packages a fresh machine may lack: libclang for the rocksdb crate, openssl, curl (HTTP endpoints) and
 # etcd (server and etcdctl) for the interoperability tests, protoc for the etcd-client crate the
 # tests use as a second client stack, with the well-known .proto files it imports (rampart
-# itself builds without protoc).
-APT_PACKAGES := clang libclang-dev openssl curl etcd-client etcd-server protobuf-compiler libprotobuf-dev
+# itself builds without protoc), python3-venv for the Kubernetes schema validator below.
+APT_PACKAGES := clang libclang-dev openssl curl etcd-client etcd-server protobuf-compiler libprotobuf-dev python3-venv
 LOCAL_DIR := .local
+# A Python venv with kubernetes-validate (it bundles the Kubernetes schemas, so it checks the
+# output of `rampart k8s manifests` offline). Debian's pip is externally managed: hence a venv.
+VENV ?= $(LOCAL_DIR)/venv
+KUBERNETES_VALIDATE := kubernetes-validate==1.37.0
 RAMPART := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release/rampart
 
 .PHONY: deps build test run fmt lint clean-local bench
@@ -25,6 +29,10 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+	@[ -x "$(VENV)/bin/kubernetes-validate" ] || { \
+		echo "installing $(KUBERNETES_VALIDATE) into $(VENV)"; \
+		python3 -m venv "$(VENV)" && "$(VENV)/bin/pip" install -q "$(KUBERNETES_VALIDATE)"; \
+	}
 
 build: deps
 	$(CARGO) build --release --bin rampart
@@ -37,7 +45,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test: deps lint
-	RAMPART_REQUIRE_INTEROP=1 $(CARGO) test --all-targets
+	RAMPART_REQUIRE_INTEROP=1 RAMPART_VENV="$(abspath $(VENV))" $(CARGO) test --all-targets
 
 run: build
 	RAMPART=$(RAMPART) bash config/local-cluster.sh

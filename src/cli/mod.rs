@@ -9,11 +9,13 @@ mod client;
 mod endpoint;
 mod grpc;
 mod install;
+mod k8s;
 mod kv;
 mod lease;
 mod member;
 mod output;
 mod pki;
+mod probe;
 mod serve;
 mod txn_parse;
 mod watch;
@@ -90,6 +92,11 @@ enum Command {
     Install(Box<install::InstallArgs>),
     /// Remove the service; configuration and data stay unless --purge.
     Uninstall(install::UninstallArgs),
+    /// Kubernetes: manifests for a StatefulSet of members, and the pods' init step.
+    #[command(subcommand)]
+    K8s(k8s::K8sCommand),
+    /// Ask a member's /livez, /readyz or /health over mutual TLS (for exec probes).
+    Probe(probe::ProbeArgs),
 }
 
 /// An error with the exit code it should produce.
@@ -168,6 +175,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Auth(args) => auth::run_auth(args, cli.write_out),
         Command::Install(args) => install::run_install(*args),
         Command::Uninstall(args) => install::run_uninstall(args),
+        Command::K8s(cmd) => k8s::run(cmd),
+        Command::Probe(args) => probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1120,6 +1120,7 @@ pub(crate) mod tests {
             "etcd-2.etcd-headless.db.svc",
             "etcd-2.etcd-headless.db.svc.cluster.local",
             "etcd-headless.db.svc.cluster.local",
+            "etcd-headless-client.db.svc.cluster.local",
         ] {
             assert!(sans.contains(&San::Dns(expected.into())), "{expected}");
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tonic::transport::Server;
 use tonic::{Request, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::config::{ClusterState, MemberConfig};
 use super::{ids, storage};
@@ -113,38 +113,57 @@ fn sorted(urls: &[String]) -> Vec<String> {
     v
 }
 
-/// Asks the other members of the initial cluster who they are; returns the answers of those
-/// that answered within `timeout`, as (name, cluster ID, membership).
+/// One peer's answer to "who are you": its name, cluster ID and membership.
+type PeerAnswer = (String, u64, BTreeMap<NodeId, (Node, bool)>);
+
+/// Asks the other members of the initial cluster who they are, each within `timeout`.
+/// Returns the answers, and for each peer that gave none, `NAME (URL): why` — a name that does
+/// not resolve (yet) is one of those, never an error: in Kubernetes a pod's DNS record appears
+/// only some time after the pod starts.
 async fn ask_peers(
     config: &MemberConfig,
     probe: &PeerContext,
     timeout: Duration,
-) -> Vec<(String, u64, BTreeMap<NodeId, (Node, bool)>)> {
+) -> (Vec<PeerAnswer>, Vec<String>) {
     let asks = config
         .initial_cluster
         .iter()
         .filter(|(name, _)| **name != config.name)
         .flat_map(|(name, urls)| urls.iter().map(move |u| (name.clone(), u.clone())))
         .map(|(name, url)| async move {
-            let channel = probe.channel_to(0, &url, Some(&name)).ok()?;
-            let mut client = PeerContext::client(channel);
-            let request = ClusterInfoRequest {
-                from: Some(probe.sender()),
+            let answer = async {
+                let channel = probe
+                    .channel_to(0, &url, Some(&name))
+                    .map_err(|e| e.to_string())?;
+                let mut client = PeerContext::client(channel);
+                let request = ClusterInfoRequest {
+                    from: Some(probe.sender()),
+                };
+                let answer = tokio::time::timeout(timeout, client.cluster_info(request))
+                    .await
+                    .map_err(|_| format!("no answer within {timeout:?}"))?
+                    .map_err(|status| status.message().to_owned())?
+                    .into_inner();
+                let members = crate::raft::decode_members(&answer.members)
+                    .ok_or_else(|| "an undecodable membership".to_owned())?;
+                Ok::<_, String>((name.clone(), answer.cluster_id, members))
             };
-            let answer = tokio::time::timeout(timeout, client.cluster_info(request))
-                .await
-                .ok()?
-                .ok()?
-                .into_inner();
-            let members = crate::raft::decode_members(&answer.members)?;
-            Some((name, answer.cluster_id, members))
+            answer.await.map_err(|why| format!("{name} ({url}): {why}"))
         });
-    futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    let mut answers = Vec::new();
+    let mut silent = Vec::new();
+    for result in futures_util::future::join_all(asks).await {
+        match result {
+            Ok(answer) => answers.push(answer),
+            Err(why) => silent.push(why),
+        }
+    }
+    (answers, silent)
 }
+
+/// First and longest pause between two rounds of asking the peers of a joining member.
+const JOIN_RETRY_FIRST: Duration = Duration::from_secs(1);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Decides the cluster and member IDs of a member without stored ones. A new cluster's IDs come
 /// from the flags, but a member whose peers already run another cluster refuses to start; a
@@ -155,8 +174,13 @@ async fn first_ids(config: &MemberConfig, probe: &PeerContext) -> Result<(u64, u
     match config.initial_cluster_state {
         ClusterState::New => {
             if others {
-                for (name, cluster_id, _) in ask_peers(config, probe, Duration::from_secs(2)).await
-                {
+                let (answers, silent) = ask_peers(config, probe, Duration::from_secs(2)).await;
+                if !silent.is_empty() {
+                    // Not an error: the others may not run (or resolve) yet; raft keeps
+                    // dialing them with backoff.
+                    info!(peers = %silent.join("; "), "peers not reachable yet; starting anyway");
+                }
+                for (name, cluster_id, _) in answers {
                     if cluster_id != config.cluster_id {
                         return Err(ServeError::Identity(format!(
                             "member {name} already runs cluster {cluster_id:x}, but this member's --initial-cluster and \
@@ -176,18 +200,21 @@ async fn first_ids(config: &MemberConfig, probe: &PeerContext) -> Result<(u64, u
                         .into(),
                 ));
             }
-            let answers = ask_peers(config, probe, Duration::from_secs(5)).await;
-            let Some((name, cluster_id, members)) = answers.into_iter().next() else {
-                return Err(ServeError::Identity(format!(
-                    "no member of --initial-cluster ({}) answered on its peer URL; start this member once the cluster runs",
-                    config
-                        .initial_cluster
-                        .keys()
-                        .filter(|n| **n != config.name)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+            // Ask until one answers: a joining pod may start before its peers' names resolve
+            // (or before its own address is published), and that is no reason to exit.
+            let mut pause = JOIN_RETRY_FIRST;
+            let (name, cluster_id, members) = loop {
+                let (answers, silent) = ask_peers(config, probe, Duration::from_secs(5)).await;
+                if let Some(answer) = answers.into_iter().next() {
+                    break answer;
+                }
+                warn!(
+                    peers = %silent.join("; "),
+                    retry_in = ?pause,
+                    "no member of --initial-cluster answered on its peer URL yet; start this member once the cluster runs"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(JOIN_RETRY_MAX);
             };
             let mine = sorted(&config.advertise_peer_urls);
             match members
@@ -385,7 +412,12 @@ pub async fn serve(
         Some((cluster_id, member_id)) => (cluster_id, member_id, false),
         None => {
             let probe = PeerContext::new(0, 0, cluster.clone(), peer_client_config.clone());
-            let ids = first_ids(&config, &probe).await?;
+            // Asking the peers may take long (a joining member waits for one to answer):
+            // a stop request ends it.
+            let ids = tokio::select! {
+                ids = first_ids(&config, &probe) => ids?,
+                () = &mut shutdown => return Ok(()),
+            };
             store_ids(&db, ids)?;
             (ids.0, ids.1, true)
         }

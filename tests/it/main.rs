@@ -10,6 +10,7 @@ mod etcd_client;
 mod harness;
 mod interop_etcd;
 mod interop_openssl;
+mod k8s;
 mod lease;
 mod lock;
 mod member;
