@@ -17,5 +17,6 @@ mod peer_door;
 mod pki_cli;
 mod reload;
 mod rotation;
+mod snapshot;
 mod systemd;
 mod watch;
