@@ -22,8 +22,6 @@ use crate::server::restore::{RestoreError, RestoreOptions, restore};
 /// Snapshot commands.
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
-    #[command(flatten)]
-    conn: ConnArgs,
     #[command(subcommand)]
     command: SnapshotCommand,
 }
@@ -34,6 +32,9 @@ enum SnapshotCommand {
     Save {
         /// Where to write it.
         file: PathBuf,
+        // Only save talks to a member; status and restore work on the file alone.
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// Check a snapshot file and show its hash, revision, number of keys and size.
     Status {
@@ -69,7 +70,7 @@ struct RestoreArgs {
 /// Runs a snapshot command.
 pub fn run(args: SnapshotArgs, format: OutputFormat) -> Result<(), CliError> {
     match args.command {
-        SnapshotCommand::Save { file } => save(&args.conn, &file),
+        SnapshotCommand::Save { file, conn } => save(&conn, &file),
         SnapshotCommand::Status { file } => status(&file, format),
         SnapshotCommand::Restore(restore_args) => run_restore(restore_args),
     }

@@ -441,7 +441,7 @@ pub(crate) fn restored_log_id() -> LogId {
 
 /// Seeds a new, empty database `db` as a member of a new cluster of `members` whose state is
 /// the snapshot at `path`: the state column families from the file; the applied log id set to
-/// [`restored_log_id`] and the membership to `members` (not the one recorded in the file);
+/// (term 1, index 1) and the membership to `members` (not the one recorded in the file);
 /// NOSPACE alarms dropped (they name the old cluster's members); the raft log purged and
 /// committed up to that log id with no vote; and that state written as the member's current
 /// snapshot in `snapshot_dir`, for members that join later. openraft then starts this member
