@@ -1,16 +1,13 @@
-//! `rampart endpoint status|health|hashkv` and `rampart snapshot save`, as etcdctl's.
+//! `rampart endpoint status|health|hashkv`, as etcdctl's.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::client::ConnArgs;
-use super::grpc::{status_error, with_timeout};
+use super::grpc::with_timeout;
 use super::kv::header_json;
 use super::output::{OutputFormat, table};
 use super::{CliError, exit};
@@ -41,24 +38,6 @@ enum EndpointCommand {
         /// The revision to hash up to (0 = current).
         #[arg(long, default_value_t = 0)]
         rev: i64,
-    },
-}
-
-/// Snapshot commands.
-#[derive(Debug, Args)]
-pub struct SnapshotArgs {
-    #[command(flatten)]
-    conn: ConnArgs,
-    #[command(subcommand)]
-    command: SnapshotCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum SnapshotCommand {
-    /// Stream a consistent snapshot of one member's data to FILE.
-    Save {
-        /// Where to write it.
-        file: PathBuf,
     },
 }
 
@@ -326,67 +305,6 @@ fn print_health(results: &[(String, anyhow::Result<std::time::Duration>)], forma
             }
         }
     }
-}
-
-/// Runs a snapshot command.
-pub fn run_snapshot(args: SnapshotArgs) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let SnapshotCommand::Save { file } = &args.command;
-        let endpoints = args.conn.endpoint_list()?;
-        if endpoints.len() != 1 {
-            return Err(CliError::with_code(
-                exit::BAD_ARGS,
-                anyhow!(
-                    "snapshot must be requested to one selected node, not multiple {endpoints:?}"
-                ),
-            ));
-        }
-        let channel = args.conn.connect().await?;
-        let mut m = MaintenanceClient::new(channel).max_decoding_message_size(64 << 20);
-        let mut stream = m
-            .snapshot(pb::SnapshotRequest {})
-            .await
-            .map_err(|s| status_error(&s))?
-            .into_inner();
-        let partial = file.with_extension("part");
-        let mut out = tokio::fs::File::create(&partial)
-            .await
-            .with_context(|| format!("creating {}", partial.display()))?;
-        let mut hasher = Sha256::new();
-        let mut tail: Vec<u8> = Vec::new();
-        let mut total: u64 = 0;
-        while let Some(chunk) = stream.message().await.map_err(|s| status_error(&s))? {
-            // The stream ends with the SHA-256 of everything before it: hold back 32 bytes.
-            tail.extend_from_slice(&chunk.blob);
-            if tail.len() > 32 {
-                let body: Vec<u8> = tail.drain(..tail.len() - 32).collect();
-                hasher.update(&body);
-                out.write_all(&body).await?;
-                total += body.len() as u64;
-            }
-        }
-        if tail.len() != 32 || hasher.finalize().as_slice() != tail.as_slice() {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(CliError::with_code(
-                exit::ERROR,
-                anyhow!("snapshot stream is corrupt: its SHA-256 does not match"),
-            ));
-        }
-        // etcd's snapshot files keep the hash at the end, so tools can verify them offline.
-        out.write_all(&tail).await?;
-        out.sync_all().await?;
-        drop(out);
-        tokio::fs::rename(&partial, file).await?;
-        println!(
-            "Snapshot saved at {} ({} bytes)",
-            file.display(),
-            total + 32
-        );
-        Ok(())
-    })
 }
 
 #[cfg(test)]

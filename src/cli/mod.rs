@@ -17,6 +17,7 @@ mod output;
 mod pki;
 mod probe;
 mod serve;
+mod snapshot;
 mod txn_parse;
 mod watch;
 
@@ -74,8 +75,8 @@ enum Command {
     Lease(lease::LeaseArgs),
     /// Endpoint status, health and hash, as etcdctl's.
     Endpoint(endpoint::EndpointArgs),
-    /// Save a snapshot of a member's data.
-    Snapshot(endpoint::SnapshotArgs),
+    /// Snapshots: save one from a member, check a file, restore a file into a new cluster.
+    Snapshot(snapshot::SnapshotArgs),
     /// Cluster membership: list, add, remove, promote, update.
     Member(member::MemberArgs),
     /// Hand leadership to another member.
@@ -166,7 +167,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => watch::run(args, cli.write_out),
         Command::Lease(args) => lease::run(args, cli.write_out),
         Command::Endpoint(args) => endpoint::run(args, cli.write_out),
-        Command::Snapshot(args) => endpoint::run_snapshot(args),
+        Command::Snapshot(args) => snapshot::run(args, cli.write_out),
         Command::Member(args) => member::run(args, cli.write_out),
         Command::MoveLeader(args) => member::run_move_leader(args),
         Command::Bench(args) => bench::run(args, cli.write_out),

@@ -56,6 +56,7 @@ mod index;
 mod read;
 pub mod schema;
 mod store;
+mod tally;
 mod types;
 
 #[cfg(test)]
@@ -67,6 +68,7 @@ pub use error::MvccError;
 pub use events::{Event, EventBatch, EventKind, EventLimits};
 pub use schema::{COLUMN_FAMILIES, cf_descriptors, cf_options};
 pub use store::{MvccOptions, MvccStore};
+pub use tally::KeyTally;
 pub use types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteResult, HashKv, KeyValue, Op,
     OpResult, PutRequest, PutResult, RangeRequest, RangeResult, Revision, SortOrder, SortTarget,

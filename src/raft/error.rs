@@ -81,6 +81,10 @@ pub enum LogStoreError {
     )]
     MissingDataVersion,
 
+    /// A log was to be seeded in a database that already holds raft data.
+    #[error("the database already holds a raft log; seed only a new database")]
+    NotEmpty,
+
     /// RocksDB failed.
     #[error("RocksDB failed on the raft log")]
     Rocks(
@@ -113,4 +117,34 @@ impl From<LogStoreError> for std::io::Error {
     fn from(e: LogStoreError) -> Self {
         std::io::Error::other(e)
     }
+}
+
+/// Why a snapshot file could not be read, checked or restored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotFileError {
+    /// The file is not a complete, intact rampart snapshot: truncated, altered, or another
+    /// format. Nothing was written.
+    #[error(
+        "{} is not an intact rampart snapshot: {reason}; use a file written by `rampart snapshot save`",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read snapshot {}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The restored state could not be written.
+    #[error("cannot write the restored state")]
+    Write(#[source] std::io::Error),
 }

@@ -376,6 +376,39 @@ fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
+/// Writes the metadata of a log that starts after `upto`: nothing stored, everything up to and
+/// including `upto` purged and committed, no vote. This is the log of a member whose state
+/// machine was seeded with the state at `upto` (a restored member). `db` must hold no raft
+/// data yet; the write is synced. Blocking: RocksDB.
+pub(crate) fn seed_purged(db: &DB, upto: LogId) -> Result<(), LogStoreError> {
+    let cf = |name| {
+        db.cf_handle(name)
+            .ok_or(LogStoreError::MissingColumnFamily(name))
+    };
+    let meta = cf(CF_RAFT_META)?;
+    let log = cf(CF_RAFT_LOG)?;
+    let is_empty = |cf| db.iterator_cf(cf, IteratorMode::Start).next().is_none();
+    if !is_empty(meta) || !is_empty(log) {
+        return Err(LogStoreError::NotEmpty);
+    }
+    let mut batch = WriteBatch::default();
+    batch.put_cf(meta, KEY_DATA_VERSION, DATA_VERSION.to_be_bytes());
+    batch.put_cf(
+        meta,
+        KEY_LAST_PURGED,
+        codec::encode(&upto, "last purged log id")?,
+    );
+    batch.put_cf(
+        meta,
+        KEY_COMMITTED,
+        codec::encode(&Some(upto), "committed log id")?,
+    );
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    db.write_opt(batch, &options)?;
+    Ok(())
+}
+
 /// Read what the store keeps in memory from `db`, creating the metadata of a new store.
 /// Blocking: RocksDB.
 fn load_state(db: &DB) -> Result<State, LogStoreError> {

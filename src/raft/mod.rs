@@ -33,7 +33,7 @@ mod tests;
 mod types;
 
 pub use command::{Rejection, StateCommand, StateResult};
-pub use error::LogStoreError;
+pub use error::{LogStoreError, SnapshotFileError};
 pub use forward::{LEARNER_NOT_READY, LeaseAnswer, LeaseQuery, NOT_ENOUGH_STARTED, UNHEALTHY};
 pub use log_store::{LogReader, LogStore, WriterStats};
 pub use network::{MAX_PEER_MESSAGE_BYTES, PeerContext, PeerError};
@@ -42,7 +42,10 @@ pub use peer_proto::peer_client::PeerClient;
 pub use peer_proto::{ClusterInfoRequest, ClusterInfoResponse};
 pub use peer_service::{PeerService, decode_members};
 pub use schema::{CF_RAFT_LOG, CF_RAFT_META, COLUMN_FAMILIES};
-pub use snapshot::{SnapshotFile, write_to as snapshot_to};
+pub use snapshot::{
+    SNAPSHOT_DIR, SnapshotFile, SnapshotSummary, restore_into as restore_snapshot_into,
+    summarize as summarize_snapshot, write_to as snapshot_to,
+};
 pub use state_machine::{Alarms, CF_SM_META, SharedStore, StateMachine};
 pub use types::{
     Command, CommandResponse, Entry, EntryPayload, LogId, Membership, Node, NodeId,

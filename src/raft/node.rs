@@ -169,7 +169,7 @@ impl RaftNode {
             .map_err(|e| start(&e))?;
         let store = SharedStore::new(mvcc);
         let lessor = Lessor::open(&db).map_err(|e| start(&e))?;
-        let snapshot_dir = data_dir.join("snapshots");
+        let snapshot_dir = data_dir.join(super::snapshot::SNAPSHOT_DIR);
         let sm = StateMachine::open(db, store.clone(), lessor.clone(), snapshot_dir.clone())
             .map_err(|e| start(&e))?;
         let alarms = sm.alarms();

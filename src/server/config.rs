@@ -200,6 +200,82 @@ impl ServeArgs {
     }
 }
 
+/// The initial cluster as `rampart serve` and `rampart snapshot restore` read it from their
+/// flags, with the IDs derived from it: the same flags give the same IDs in both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialCluster {
+    /// Initial members: name -> peer URLs (normalised).
+    pub members: BTreeMap<String, Vec<String>>,
+    /// This member's advertised peer URLs (normalised).
+    pub advertise_peer_urls: Vec<String>,
+    /// The cluster token.
+    pub token: String,
+    /// This member's ID.
+    pub member_id: u64,
+    /// The cluster's ID.
+    pub cluster_id: u64,
+}
+
+impl InitialCluster {
+    /// Reads `--initial-cluster` (`None`: this member alone), `--initial-advertise-peer-urls`
+    /// and `--initial-cluster-token` (`None`: etcd's default) for member `name`, and checks
+    /// that the initial cluster lists `name` at exactly its advertised peer URLs.
+    pub fn resolve(
+        name: &str,
+        initial_cluster: Option<&str>,
+        advertise_peer_urls: &str,
+        token: Option<&str>,
+    ) -> Result<InitialCluster, ConfigError> {
+        let advertise_peer_urls = parse_urls("initial-advertise-peer-urls", advertise_peer_urls)?;
+        let members = match initial_cluster {
+            Some(text) => parse_initial_cluster(text)?,
+            None => BTreeMap::from([(name.to_owned(), advertise_peer_urls.clone())]),
+        };
+        match members.get(name) {
+            None => {
+                return Err(invalid(
+                    "initial-cluster",
+                    format!(
+                        "does not name this member {name:?}; add {name}={}",
+                        advertise_peer_urls.join(",")
+                    ),
+                ));
+            }
+            Some(urls) => {
+                let mut mine = urls.clone();
+                let mut advertised = advertise_peer_urls.clone();
+                mine.sort();
+                advertised.sort();
+                if mine != advertised {
+                    return Err(invalid(
+                        "initial-cluster",
+                        format!(
+                            "lists {name} at {} but --initial-advertise-peer-urls is {}; make them the same",
+                            urls.join(","),
+                            advertise_peer_urls.join(",")
+                        ),
+                    ));
+                }
+            }
+        }
+        let token = token.unwrap_or(DEFAULT_TOKEN).to_owned();
+        if token.is_empty() {
+            return Err(invalid("initial-cluster-token", "must not be empty"));
+        }
+        let member_ids: Vec<u64> = members
+            .values()
+            .map(|urls| ids::member_id(urls, &token))
+            .collect();
+        Ok(InitialCluster {
+            member_id: ids::member_id(&advertise_peer_urls, &token),
+            cluster_id: ids::cluster_id(&member_ids),
+            members,
+            advertise_peer_urls,
+            token,
+        })
+    }
+}
+
 /// Whether this member forms a new cluster or joins an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterState {
@@ -317,44 +393,14 @@ impl MemberConfig {
             .listen_peer_urls
             .unwrap_or_else(|| "https://127.0.0.1:2380".into());
         let listen_peer = parse_listen("listen-peer-urls", &listen_peer_urls)?;
-        let advertise_peer_urls = parse_urls(
-            "initial-advertise-peer-urls",
+        let initial = InitialCluster::resolve(
+            &name,
+            a.initial_cluster.as_deref(),
             a.initial_advertise_peer_urls
                 .as_deref()
                 .unwrap_or(&listen_peer_urls),
+            a.initial_cluster_token.as_deref(),
         )?;
-
-        let initial_cluster = match &a.initial_cluster {
-            Some(text) => parse_initial_cluster(text)?,
-            None => BTreeMap::from([(name.clone(), advertise_peer_urls.clone())]),
-        };
-        match initial_cluster.get(&name) {
-            None => {
-                return Err(invalid(
-                    "initial-cluster",
-                    format!(
-                        "does not name this member {name:?}; add {name}={}",
-                        advertise_peer_urls.join(",")
-                    ),
-                ));
-            }
-            Some(urls) => {
-                let mut mine = urls.clone();
-                let mut advertised = advertise_peer_urls.clone();
-                mine.sort();
-                advertised.sort();
-                if mine != advertised {
-                    return Err(invalid(
-                        "initial-cluster",
-                        format!(
-                            "lists {name} at {} but --initial-advertise-peer-urls is {}; make them the same",
-                            urls.join(","),
-                            advertise_peer_urls.join(",")
-                        ),
-                    ));
-                }
-            }
-        }
         let initial_cluster_state = match a.initial_cluster_state.as_deref().unwrap_or("new") {
             "new" => ClusterState::New,
             "existing" => ClusterState::Existing,
@@ -365,18 +411,6 @@ impl MemberConfig {
                 ));
             }
         };
-        let token = a
-            .initial_cluster_token
-            .unwrap_or_else(|| DEFAULT_TOKEN.to_owned());
-        if token.is_empty() {
-            return Err(invalid("initial-cluster-token", "must not be empty"));
-        }
-        let member_ids: Vec<u64> = initial_cluster
-            .values()
-            .map(|urls| ids::member_id(urls, &token))
-            .collect();
-        let member_id = ids::member_id(&advertise_peer_urls, &token);
-        let cluster_id = ids::cluster_id(&member_ids);
 
         let from_pki = a.pki_dir.as_ref().map(|dir| {
             let layout = PkiLayout::new(dir);
@@ -452,12 +486,12 @@ impl MemberConfig {
             listen_metrics,
             advertise_client_urls,
             listen_peer,
-            advertise_peer_urls,
-            initial_cluster,
+            advertise_peer_urls: initial.advertise_peer_urls,
+            initial_cluster: initial.members,
             initial_cluster_state,
-            initial_cluster_token: token,
-            member_id,
-            cluster_id,
+            initial_cluster_token: initial.token,
+            member_id: initial.member_id,
+            cluster_id: initial.cluster_id,
             client_tls,
             peer_tls,
             quota_backend_bytes: a.quota_backend_bytes.unwrap_or(DEFAULT_QUOTA_BACKEND_BYTES),

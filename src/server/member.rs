@@ -84,33 +84,37 @@ fn require_identity(request: Request<()>) -> Result<Request<()>, Status> {
 /// The cluster ID and member ID stored at first start, if any: a restarted member keeps them
 /// whatever the flags now say, as etcd does.
 fn stored_ids(db: &rocksdb::DB) -> Result<Option<(u64, u64)>, ServeError> {
-    let read = |key: &[u8]| -> Result<Option<u64>, ServeError> {
-        let v = db
-            .get(key)
-            .map_err(|e| storage_error("reading member identity")(&e))?;
-        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_be_bytes))
-    };
-    match (read(b"cluster_id")?, read(b"member_id")?) {
-        (Some(cluster), Some(member)) => Ok(Some((cluster, member))),
-        _ => Ok(None),
-    }
+    storage::read_ids(db).map_err(|e| storage_error("reading member identity")(&e))
 }
 
-fn store_ids(db: &rocksdb::DB, (cluster, member): (u64, u64)) -> Result<(), ServeError> {
-    let mut batch = rocksdb::WriteBatch::default();
-    batch.put(b"cluster_id", cluster.to_be_bytes());
-    batch.put(b"member_id", member.to_be_bytes());
-    let mut opts = rocksdb::WriteOptions::default();
-    opts.set_sync(true);
-    db.write_opt(batch, &opts)
-        .map_err(|e| storage_error("writing member identity")(&e))
+fn store_ids(db: &rocksdb::DB, ids: (u64, u64)) -> Result<(), ServeError> {
+    storage::write_ids(db, ids).map_err(|e| storage_error("writing member identity")(&e))
 }
 
 fn sorted(urls: &[String]) -> Vec<String> {
     let mut v = urls.to_vec();
     v.sort();
     v
+}
+
+/// The membership a new cluster starts with: every member of `initial_cluster` as a voter,
+/// with its ID derived from its peer URLs and `token`. Client URLs are published later, once
+/// each member serves.
+pub(crate) fn initial_nodes(
+    initial_cluster: &BTreeMap<String, Vec<String>>,
+    token: &str,
+) -> BTreeMap<NodeId, Node> {
+    initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            let node = Node {
+                name: name.clone(),
+                peer_urls: urls.clone(),
+                client_urls: Vec::new(),
+            };
+            (ids::member_id(urls, token), node)
+        })
+        .collect()
 }
 
 /// One peer's answer to "who are you": its name, cluster ID and membership.
@@ -380,7 +384,7 @@ pub async fn serve(
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| storage_error(format!("securing {}", config.data_dir.display()))(&e))?;
     }
-    let db_dir = config.data_dir.join("db");
+    let db_dir = config.data_dir.join(storage::DB_DIR);
     let db = tokio::task::spawn_blocking(move || storage::open(&db_dir))
         .await
         .map_err(|e| storage_error("opening the database")(&e))?
@@ -391,23 +395,7 @@ pub async fn serve(
             ))(&e)
         })?;
 
-    let initial: BTreeMap<NodeId, Node> = config
-        .initial_cluster
-        .iter()
-        .map(|(name, urls)| {
-            let id = ids::member_id(urls, &config.initial_cluster_token);
-            // Every member bootstraps the same membership; client URLs are published later.
-            let client_urls = Vec::new();
-            (
-                id,
-                Node {
-                    name: name.clone(),
-                    peer_urls: urls.clone(),
-                    client_urls,
-                },
-            )
-        })
-        .collect();
+    let initial = initial_nodes(&config.initial_cluster, &config.initial_cluster_token);
     let (cluster_id, member_id, fresh) = match stored_ids(&db)? {
         Some((cluster_id, member_id)) => (cluster_id, member_id, false),
         None => {

@@ -5,6 +5,7 @@ pub mod ids;
 pub mod member;
 pub mod notify;
 pub mod reload;
+pub mod restore;
 pub mod storage;
 
 pub use config::{ClusterState, ConfigError, MemberConfig, ServeArgs, TlsPaths};

@@ -8,6 +8,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
 use crate::{lease, mvcc, raft};
 
+/// Directory, inside a member's data directory, of its RocksDB database.
+pub const DB_DIR: &str = "db";
+
 /// Names of every column family, in one list.
 pub fn all_column_families() -> Vec<String> {
     raft::COLUMN_FAMILIES
@@ -39,4 +42,33 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
         descriptors.push(ColumnFamilyDescriptor::new(*name, Options::default()));
     }
     DB::open_cf_descriptors(&opts, dir, descriptors).map(Arc::new)
+}
+
+/// Default-column-family keys of the IDs a member keeps from its first start.
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+const KEY_MEMBER_ID: &[u8] = b"member_id";
+
+/// The (cluster ID, member ID) stored at the member's first start, if any.
+pub fn read_ids(db: &DB) -> Result<Option<(u64, u64)>, rocksdb::Error> {
+    let read = |key: &[u8]| -> Result<Option<u64>, rocksdb::Error> {
+        Ok(db
+            .get(key)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes))
+    };
+    match (read(KEY_CLUSTER_ID)?, read(KEY_MEMBER_ID)?) {
+        (Some(cluster), Some(member)) => Ok(Some((cluster, member))),
+        _ => Ok(None),
+    }
+}
+
+/// Stores the member's (cluster ID, member ID), synced: a restarted member keeps them whatever
+/// its flags say, as etcd does.
+pub fn write_ids(db: &DB, (cluster, member): (u64, u64)) -> Result<(), rocksdb::Error> {
+    let mut batch = rocksdb::WriteBatch::default();
+    batch.put(KEY_CLUSTER_ID, cluster.to_be_bytes());
+    batch.put(KEY_MEMBER_ID, member.to_be_bytes());
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts)
 }

@@ -19,5 +19,6 @@ mod peer_door;
 mod pki_cli;
 mod reload;
 mod rotation;
+mod snapshot;
 mod systemd;
 mod watch;
