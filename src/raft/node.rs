@@ -39,7 +39,7 @@ impl Default for RaftSettings {
         RaftSettings {
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
-            snapshot_count: 10_000,
+            snapshot_count: 100_000,
             keep_after_snapshot: 5_000,
         }
     }

@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
 /// etcd's default number of operations in one transaction.
 pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
 /// Applied entries between snapshots (etcd's --snapshot-count default).
-pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 /// Entries kept after a snapshot (etcd's default catch-up entries).
 pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 /// etcd's default backend quota: 2 GiB.
@@ -138,7 +138,7 @@ pub struct ServeArgs {
     /// Most operations in one transaction. Default: 128
     #[arg(long, env = "RAMPART_MAX_TXN_OPS")]
     pub max_txn_ops: Option<u32>,
-    /// Applied entries between snapshots; older log entries are then purged. Default: 10000
+    /// Applied entries between snapshots; older log entries are then purged. Default: 100000
     #[arg(long, env = "RAMPART_SNAPSHOT_COUNT")]
     pub snapshot_count: Option<u64>,
     /// Entries kept after a snapshot so that slow members catch up from the log, not a
