@@ -164,6 +164,29 @@ fn metrics_follow_the_member_with_etcds_names() {
         assert!((left - years).abs() < 0.1, "{series}: {left} years left");
     }
 
+    // A renewed member certificate shows in the gauges once the member reloads it.
+    crate::harness::run_ok(&[
+        "pki",
+        "renew",
+        "member/rampart-0",
+        "--dir",
+        pki.dir_arg(),
+        "--validity",
+        "30d",
+    ]);
+    let renewed = wait_until(Duration::from_secs(20), || {
+        let text = scrape(&pki, &member.client_url);
+        sample(
+            &text,
+            "rampart_certificate_expiry_timestamp_seconds{kind=\"client-server\",name=\"rampart-0\"}",
+        )
+        .is_some_and(|at| ((at - now) / 86400.0 - 30.0).abs() < 1.0)
+    });
+    assert!(
+        renewed,
+        "the expiry gauge does not follow a renewed certificate"
+    );
+
     // The watcher is gone with its stream.
     assert!(
         wait_until(Duration::from_secs(10), || {
