@@ -580,8 +580,10 @@ impl RaftNode {
 
     /// Counts leader changes in `etcd_server_leader_changes_seen_total` until the node stops:
     /// every time a leader becomes known that differs from the last one known (as etcd counts).
+    /// It watches the server metrics only, which change with the term, role or membership and
+    /// not with every appended or applied entry: no wake-up on the write path.
     pub fn count_leader_changes(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut watched = self.raft.metrics();
+        let mut watched = self.raft.server_metrics();
         async move {
             let mut last = None;
             loop {
